@@ -1,0 +1,1 @@
+"""Adapters connecting provincial systems to the gateway (see gateway.client)."""

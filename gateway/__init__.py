@@ -1,0 +1,3 @@
+"""mrx: the mutual-recognition exchange gateway."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,255 @@
+"""The Python SDK a provincial system or adapter uses to sign, submit and read.
+
+    from gateway.client import GatewayClient
+    from gateway.crypto.suites import PrivateKey
+
+    key = PrivateKey.load(Path("/etc/mrx/CN-JS_2026-01.key.pem"), keyid="CN-JS/2026-01")
+    with GatewayClient("gateway.example:7443", sender="CN-JS", signer=key) as gw:
+        receipt = gw.publish(certificate)          # Receipt, signature checked
+        for outcome in gw.publish_many(batch):     # streamed, one outcome per item
+            ...
+
+Every receipt is verified against the gateway's public key before it is returned:
+pass ``gateway_keys`` from your own copy of the federation file to pin them, or the
+client fetches them once from RegistryService (trust on first use).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from gateway.convert import certificate_to_proto
+from gateway.crypto.dsse import RECEIPT_PAYLOAD_TYPE, SUBMISSION_PAYLOAD_TYPE, sign_envelope
+from gateway.crypto.suites import PrivateKey, PublicKey, Suite, pae
+from gateway.domain.certificates import Certificate, CertState, Scheme
+from gateway.pb import (
+    envelope_pb2,
+    exchange_pb2,
+    exchange_pb2_grpc,
+    records_pb2,
+    registry_pb2,
+    registry_pb2_grpc,
+)
+
+
+class ReceiptError(Exception):
+    """A receipt did not verify against the gateway's key: do not treat it as proof."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why the gateway refused a submission, decoded from google.rpc.Status."""
+
+    code: grpc.StatusCode
+    message: str
+    reason: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    field_violations: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_status(cls, status: status_pb2.Status) -> Refusal:
+        code = next((c for c in grpc.StatusCode if c.value[0] == status.code), grpc.StatusCode.UNKNOWN)
+        reason, metadata, violations = "", {}, []
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason, metadata = info.reason, dict(info.metadata)
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                violations = [(v.field, v.description) for v in bad.field_violations]
+        return cls(code, status.message, reason, metadata, tuple(violations))
+
+    @classmethod
+    def from_rpc_error(cls, err: grpc.RpcError) -> Refusal:
+        status = rpc_status.from_call(err)  # type: ignore[arg-type]
+        if status is None:
+            return cls(err.code(), err.details() or "")  # type: ignore[attr-defined]
+        return cls.from_status(status)
+
+    def __str__(self) -> str:
+        return f"{self.code.name} {self.reason}: {self.message}"
+
+
+class SubmissionRefused(Exception):
+    def __init__(self, refusal: Refusal):
+        super().__init__(str(refusal))
+        self.refusal = refusal
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One streamed item's answer: a verified receipt or a refusal."""
+
+    sequence: int
+    receipt: envelope_pb2.Receipt | None
+    refusal: Refusal | None
+
+
+def make_submission(
+    certificate: Certificate,
+    *,
+    sender: str,
+    signer: PrivateKey,
+    message_id: str | None = None,
+    created_at: datetime | None = None,
+    nonce: bytes | None = None,
+) -> envelope_pb2.Envelope:
+    """Sign a certificate status as a DSSE envelope ready for Submit."""
+    submission = records_pb2.Submission(
+        header=records_pb2.SubmissionHeader(
+            message_id=message_id or str(uuid.uuid4()),
+            sender=sender,
+            nonce=nonce if nonce is not None else os.urandom(16),
+            kind=records_pb2.RECORD_KIND_CERTIFICATE_STATUS,
+        ),
+        certificate_status=certificate_to_proto(certificate),
+    )
+    submission.header.created_at.FromDatetime(created_at or datetime.now(UTC))
+    return sign_envelope(
+        payload_type=SUBMISSION_PAYLOAD_TYPE, payload=submission.SerializeToString(), signer=signer
+    )
+
+
+def verify_receipt(
+    envelope: envelope_pb2.Envelope, gateway_keys: dict[str, PublicKey]
+) -> envelope_pb2.Receipt:
+    """Check a receipt envelope's type and gateway signature; return the Receipt."""
+    if envelope.payload_type != RECEIPT_PAYLOAD_TYPE or len(envelope.signatures) != 1:
+        raise ReceiptError("not a receipt envelope")
+    sig = envelope.signatures[0]
+    key = gateway_keys.get(sig.keyid)
+    if key is None:
+        raise ReceiptError(f"receipt signed with unknown gateway key {sig.keyid!r}")
+    if not key.verify(pae(envelope.payload_type, envelope.payload), sig.sig):
+        raise ReceiptError(f"receipt signature does not verify with gateway key {sig.keyid}")
+    return envelope_pb2.Receipt.FromString(envelope.payload)
+
+
+class GatewayClient:
+    def __init__(
+        self,
+        target: str,
+        *,
+        sender: str | None = None,
+        signer: PrivateKey | None = None,
+        gateway_keys: dict[str, PublicKey] | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        timeout: float = 30.0,
+    ):
+        self.target = target
+        options = [("grpc.max_receive_message_length", 16 * 1024 * 1024)]
+        self._channel = (
+            grpc.secure_channel(target, credentials, options)
+            if credentials
+            else grpc.insecure_channel(target, options)
+        )
+        self.exchange = exchange_pb2_grpc.ExchangeServiceStub(self._channel)
+        self.registry = registry_pb2_grpc.RegistryServiceStub(self._channel)
+        self.sender = sender
+        self.signer = signer
+        self.timeout = timeout
+        self._gateway_keys = gateway_keys
+
+    def __enter__(self) -> GatewayClient:
+        return self
+
+    def __exit__(
+        self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    @property
+    def gateway_keys(self) -> dict[str, PublicKey]:
+        if self._gateway_keys is None:
+            participants = self.registry.ListParticipants(
+                registry_pb2.ListParticipantsRequest(), timeout=self.timeout
+            )
+            gateway = [
+                p.code for p in participants.participants if p.role == registry_pb2.PARTICIPANT_ROLE_GATEWAY
+            ]
+            keys: dict[str, PublicKey] = {}
+            for code in gateway:
+                listed = self.registry.ListKeys(
+                    registry_pb2.ListKeysRequest(owner=code), timeout=self.timeout
+                )
+                for k in listed.keys:
+                    keys[k.keyid] = PublicKey.from_pem(k.public_key_pem, Suite.from_proto(k.suite))
+            self._gateway_keys = keys
+        return self._gateway_keys
+
+    def sign(self, certificate: Certificate, **kwargs: Any) -> envelope_pb2.Envelope:
+        if self.signer is None or self.sender is None:
+            raise ValueError("this client has no sender and signer; it can only read")
+        return make_submission(certificate, sender=self.sender, signer=self.signer, **kwargs)
+
+    def submit(self, envelope: envelope_pb2.Envelope) -> envelope_pb2.Receipt:
+        """Submit a signed envelope; raises SubmissionRefused with the decoded reason."""
+        try:
+            response = self.exchange.Submit(
+                exchange_pb2.SubmitRequest(envelope=envelope), timeout=self.timeout
+            )
+        except grpc.RpcError as err:
+            raise SubmissionRefused(Refusal.from_rpc_error(err)) from None
+        return verify_receipt(response.receipt, self.gateway_keys)
+
+    def publish(self, certificate: Certificate, **kwargs: Any) -> envelope_pb2.Receipt:
+        return self.submit(self.sign(certificate, **kwargs))
+
+    def submit_many(self, envelopes: Iterable[envelope_pb2.Envelope]) -> Iterator[Outcome]:
+        """Stream envelopes; yields one Outcome per envelope, in order."""
+        keys = self.gateway_keys
+        requests = (exchange_pb2.SubmitRequest(envelope=e) for e in envelopes)
+        for response in self.exchange.SubmitStream(requests):
+            if response.HasField("receipt"):
+                yield Outcome(response.sequence, verify_receipt(response.receipt, keys), None)
+            else:
+                yield Outcome(response.sequence, None, Refusal.from_status(response.error))
+
+    def publish_many(self, certificates: Iterable[Certificate]) -> Iterator[Outcome]:
+        return self.submit_many(self.sign(c) for c in certificates)
+
+    def get_certificate(self, scheme: Scheme, number: str) -> exchange_pb2.CertificateView:
+        request = exchange_pb2.GetCertificateRequest(scheme=int(scheme), certificate_number=number)  # type: ignore[arg-type]
+        view: exchange_pb2.CertificateView = self.exchange.GetCertificate(request, timeout=self.timeout)
+        return view
+
+    def query_certificates(
+        self,
+        *,
+        holder_credit_code: str = "",
+        issuing_body: str = "",
+        issuer: str = "",
+        scheme: Scheme | None = None,
+        state: CertState | None = None,
+        page_size: int = 0,
+    ) -> Iterator[exchange_pb2.CertificateView]:
+        """Every matching certificate, following page tokens."""
+        request = exchange_pb2.QueryCertificatesRequest(
+            holder_credit_code=holder_credit_code,
+            issuing_body=issuing_body,
+            issuer=issuer,
+            scheme=int(scheme or 0),  # type: ignore[arg-type]
+            state=int(state or 0),  # type: ignore[arg-type]
+            page_size=page_size,
+        )
+        while True:
+            page = self.exchange.QueryCertificates(request, timeout=self.timeout)
+            yield from page.certificates
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token

@@ -1,0 +1,288 @@
+"""``mrx demo``: a day of exchanges through a real gateway on the embedded default.
+
+Starts a gateway on a fresh SQLite file with freshly generated demo keys, lets several
+provinces publish signed certificate statuses, lets another province read them back
+and verify the issuer's own signature, shows refused attempts with their reasons, and
+prints a summary. Exits non-zero if anything did not behave as shown, so the demo is
+also a smoke test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TextIO
+
+from gateway.client import GatewayClient, SubmissionRefused, make_submission
+from gateway.crypto.suites import PrivateKey, Suite, pae
+from gateway.domain.certificates import Certificate, CertState, Scheme
+from gateway.domain.demo_data import demo_certificates, demo_status_change
+from gateway.registry.federation import load_federation
+from gateway.registry.keygen import DEMO_ECDSA_ENTRY, load_demo_signers, write_demo_federation
+from gateway.server import CHINA, start_gateway
+from gateway.store.engine import open_engines, resolve_database_url
+from gateway.store.reads import ReadStore
+
+PUBLISHERS = ("CN-JS", "CN-SH", "CN-ZJ", "CN-BJ", "CN-TJ", "CN-GD")
+PER_PUBLISHER = 40
+
+
+class DemoFailure(Exception):
+    pass
+
+
+def run_demo(*, database: str | None, template: Path, keep: bool, out: TextIO) -> int:
+    started = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="mrx-demo-"))
+    now = datetime.now(UTC)
+    today = now.astimezone(CHINA).date()
+
+    def say(line: str = "") -> None:
+        print(line, file=out, flush=True)
+
+    try:
+        paths = write_demo_federation(template_dir=template, dest=workdir / "federation", now=now)
+        federation = load_federation(workdir / "federation")
+        signers = load_demo_signers(paths)
+        url = resolve_database_url(database or str(workdir / "mrx.db"))
+        engines = open_engines(url)
+        gateway = start_gateway(
+            federation=federation, engines=engines, gateway_key=signers[federation.gateway_code]
+        )
+    except Exception:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    target = gateway.address
+    say("mrx demo: the mutual-recognition exchange gateway")
+    say(
+        f"  federation  {federation.name}: {len(federation.participants)} participants, alliances "
+        + ", ".join(f"{a.code} ({'/'.join(a.members)})" for a in federation.alliances.values())
+    )
+    say(f"  demo keys   {workdir / 'federation'} (fresh, thrown away afterwards)")
+    say(f"  gateway     {target}, store {engines.dialect} {url.split('///')[-1]}")
+    failures: list[str] = []
+    try:
+        clients = {
+            code: GatewayClient(target, sender=code, signer=signers[code]) for code in (*PUBLISHERS, "CN-AH")
+        }
+        gd_ecdsa = GatewayClient(target, sender="CN-GD", signer=signers[DEMO_ECDSA_ENTRY])
+        published: dict[str, list[Certificate]] = {}
+
+        say()
+        say("1. Provinces publish certificate statuses (streamed batches, each item signed by its issuer)")
+        for code in PUBLISHERS:
+            certs = demo_certificates(code, count=PER_PUBLISHER, today=today)
+            published[code] = certs
+            client = gd_ecdsa if code == "CN-GD" else clients[code]
+            outcomes = list(client.publish_many(certs))
+            ok = sum(1 for o in outcomes if o.receipt is not None)
+            suite = client.signer.suite.value if client.signer else "?"
+            name = federation.participants[code].name
+            say(f"   {code} {name:<16} {len(certs):>3} sent, {ok:>3} receipts ({suite})")
+            if ok != len(certs):
+                failures.append(f"{code}: {len(certs) - ok} items refused")
+
+        say()
+        say("2. Status changes (unary Submit; the receipt comes back only after a durable commit)")
+        js_cert = next(c for c in published["CN-JS"] if c.scheme is Scheme.CCC)
+        suspended = demo_status_change(
+            js_cert, state=CertState.SUSPENDED, reason="监督抽查不合格，暂停证书", effective_at=now
+        )
+        r = clients["CN-JS"].publish(suspended)
+        say(
+            f"   CN-JS suspends CCC {js_cert.certificate_number} ({js_cert.holder.name}): "
+            f"receipt log #{r.log_index}, version {r.record_version}"
+        )
+        sh_cert = next(c for c in published["CN-SH"] if c.scheme is not Scheme.CCC)
+        revoked = demo_status_change(
+            sh_cert, state=CertState.REVOKED, reason="暂停期间未完成整改，撤销证书", effective_at=now
+        )
+        r = clients["CN-SH"].publish(revoked)
+        say(
+            f"   CN-SH revokes {sh_cert.scheme.name} {sh_cert.certificate_number}: receipt log #{r.log_index}"
+        )
+        gd_cert = published["CN-GD"][1]
+        withdrawn = demo_status_change(
+            gd_cert, state=CertState.WITHDRAWN, reason="持证人申请注销", effective_at=now
+        )
+        r = gd_ecdsa.publish(withdrawn)
+        say(
+            f"   CN-GD withdraws {gd_cert.scheme.name} {gd_cert.certificate_number} (ECDSA P-256 key): "
+            f"receipt log #{r.log_index}"
+        )
+
+        say()
+        say("3. Another province asks (CN-AH reads what CN-JS published, and checks CN-JS's own signature)")
+        reader = clients["CN-AH"]
+        view = reader.get_certificate(Scheme.CCC, js_cert.certificate_number)
+        issuer_key = federation.keys[view.envelope.signatures[0].keyid]
+        verified = issuer_key.public_key.verify(
+            pae(view.envelope.payload_type, view.envelope.payload), view.envelope.signatures[0].sig
+        )
+        state = CertState(view.effective_state).name
+        say(
+            f"   GetCertificate CCC {js_cert.certificate_number}: {state} since "
+            f"{view.certificate.effective_at.ToDatetime(tzinfo=UTC):%Y-%m-%d %H:%M} UTC, version "
+            f"{view.certificate.version}, reason {view.certificate.reason!r}"
+        )
+        say(
+            f"   issuer signature ({issuer_key.keyid}, {issuer_key.suite.value}): "
+            f"{'verified' if verified else 'DOES NOT VERIFY'}"
+        )
+        if state != "SUSPENDED" or not verified:
+            failures.append("read-back of the suspended certificate")
+        holder = js_cert.holder
+        found = list(reader.query_certificates(holder_credit_code=holder.credit_code, page_size=5))
+        say(
+            f"   QueryCertificates holder {holder.credit_code} ({holder.name}): {len(found)} certificates, "
+            f"{sum(1 for v in found if CertState(v.effective_state) is CertState.SUSPENDED)} suspended"
+        )
+        valid_js = list(reader.query_certificates(issuer="CN-JS", state=CertState.VALID, page_size=7))
+        say(f"   QueryCertificates issuer CN-JS, state VALID: {len(valid_js)} (paged 7 at a time)")
+        if len(valid_js) != PER_PUBLISHER - 1 or not found:
+            failures.append("queries")
+
+        say()
+        say("4. Refused attempts, each with its gRPC status and machine-readable reason")
+        attempts = _refusals(clients, signers, published, revoked, now)
+        for label, expected, attempt in attempts:
+            try:
+                outcome = attempt()
+            except SubmissionRefused as refused:
+                ref = refused.refusal
+                fields = "".join(f"\n{'':38}field {f}: {d}" for f, d in ref.field_violations[:2])
+                say(f"   {label:<24} -> {ref.code.name} {ref.reason}: {ref.message}{fields}")
+                if (ref.code.name, ref.reason) != expected:
+                    failures.append(f"{label}: got {ref.code.name} {ref.reason}, expected {expected}")
+            else:
+                say(f"   {label:<24} -> {outcome}")
+                if expected != ("OK", "ORIGINAL_RECEIPT"):
+                    failures.append(f"{label}: was not refused")
+
+        store = ReadStore(engines)
+        say()
+        say("Summary")
+        say(f"   exchange log   {store.exchange_count()} entries (accepted and refused-after-signature)")
+        say(f"   certificates   {store.certificate_count()} stored, from {len(PUBLISHERS)} participants")
+        unlogged = gateway.pipeline.unlogged_refusals
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(unlogged.items()))
+        say(f"   not logged     {sum(unlogged.values())} refused before the signature was proven ({reasons})")
+        seq = gateway.sequencer
+        say(f"   group commit   {seq.committed} submissions in {seq.batches} transactions")
+        say(f"   took           {time.perf_counter() - started:.1f} s")
+        for client in (*clients.values(), gd_ecdsa):
+            client.close()
+    finally:
+        gateway.stop()
+        engines.dispose()
+        if keep:
+            say(f"   kept           {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if failures:
+        say("DEMO FAILED: " + "; ".join(failures))
+        return 1
+    say("Demo finished: every exchange behaved as described.")
+    return 0
+
+
+def _refusals(
+    clients: dict[str, GatewayClient],
+    signers: dict[str, PrivateKey],
+    published: dict[str, list[Certificate]],
+    revoked: Certificate,
+    now: datetime,
+) -> list[tuple[str, tuple[str, str], Callable[[], str]]]:
+    zj, sh, js = clients["CN-ZJ"], clients["CN-SH"], clients["CN-JS"]
+    zj_cert = published["CN-ZJ"][3]
+
+    def forged() -> str:
+        env = zj.sign(dataclasses.replace(zj_cert, version=2, scope=zj_cert.scope + "（篡改）"))
+        env.payload = env.payload.replace("（篡改）".encode(), "（伪造）".encode())
+        zj.submit(env)
+        return "accepted"
+
+    def unknown_key() -> str:
+        rogue = PrivateKey.generate(Suite.ED25519, "CN-ZJ/rogue")
+        env = make_submission(dataclasses.replace(zj_cert, version=2), sender="CN-ZJ", signer=rogue)
+        zj.submit(env)
+        return "accepted"
+
+    def wrong_issuer() -> str:
+        cert = dataclasses.replace(
+            published["CN-JS"][5], version=2, state=CertState.SUSPENDED, reason="越权操作"
+        )
+        sh.publish(cert)  # CN-SH signs a change to a certificate issued under CN-JS
+        return "accepted"
+
+    def claims_issuer() -> str:
+        cert = dataclasses.replace(published["CN-JS"][6], issuer="CN-SH", version=2)
+        sh.publish(cert)  # ...and pretends to be its issuer
+        return "accepted"
+
+    replay_id = "demo-replay-0001"
+    first_env = js.sign(
+        dataclasses.replace(published["CN-JS"][7], version=2, reason=""), message_id=replay_id
+    )
+    first = js.submit(first_env)
+
+    def replay() -> str:
+        js.publish(dataclasses.replace(published["CN-JS"][8], version=2), message_id=replay_id)
+        return "accepted"
+
+    def resend() -> str:
+        again = js.submit(first_env)
+        same = again.SerializeToString() == first.SerializeToString()
+        return f"original receipt returned (log #{again.log_index}, identical: {same})"
+
+    def resurrect() -> str:
+        sh.publish(
+            dataclasses.replace(revoked, state=CertState.VALID, version=revoked.version + 1, reason="")
+        )
+        return "accepted"
+
+    def older() -> str:
+        js.publish(published["CN-JS"][7])  # version 1 after version 2 was stored
+        return "accepted"
+
+    def stale() -> str:
+        js.publish(dataclasses.replace(published["CN-JS"][9], version=2), created_at=now - timedelta(hours=2))
+        return "accepted"
+
+    def bad_code() -> str:
+        cert = published["CN-JS"][10]
+        code = cert.holder.credit_code
+        broken = code[:-1] + ("0" if code[-1] != "0" else "1")
+        js.publish(
+            dataclasses.replace(cert, holder=dataclasses.replace(cert.holder, credit_code=broken), version=2)
+        )
+        return "accepted"
+
+    def secretariat() -> str:
+        sec = GatewayClient(js.target, sender="YRD-SEC", signer=signers["YRD-SEC"])
+        try:
+            cert = dataclasses.replace(published["CN-SH"][2], issuer="YRD-SEC", version=2)
+            env = make_submission(cert, sender="YRD-SEC", signer=signers["YRD-SEC"])
+            sec.submit(env)
+        finally:
+            sec.close()
+        return "accepted"
+
+    return [
+        ("forged signature", ("UNAUTHENTICATED", "BAD_SIGNATURE"), forged),
+        ("key not in federation", ("UNAUTHENTICATED", "UNKNOWN_KEY"), unknown_key),
+        ("not the issuer", ("PERMISSION_DENIED", "NOT_ISSUER"), wrong_issuer),
+        ("claims another's cert", ("PERMISSION_DENIED", "NOT_ISSUER"), claims_issuer),
+        ("secretariat writes", ("PERMISSION_DENIED", "READ_ONLY_PRINCIPAL"), secretariat),
+        ("replay, new bytes", ("ALREADY_EXISTS", "MESSAGE_ID_REUSED"), replay),
+        ("replay, same bytes", ("OK", "ORIGINAL_RECEIPT"), resend),
+        ("revoked -> valid", ("FAILED_PRECONDITION", "ILLEGAL_TRANSITION"), resurrect),
+        ("older version", ("FAILED_PRECONDITION", "STALE_VERSION"), older),
+        ("clock 2 h behind", ("FAILED_PRECONDITION", "STALE_MESSAGE"), stale),
+        ("bad credit code", ("INVALID_ARGUMENT", "INVALID_FIELDS"), bad_code),
+    ]

@@ -1,0 +1,1 @@
+"""Pure domain model: identifiers, record kinds, status life cycle. No I/O, no protobuf."""

@@ -1,0 +1,269 @@
+"""The verification pipeline for signed submissions (DESIGN section 4).
+
+Checks run in this order; the first failure decides the answer:
+
+  size -> envelope shape -> key known, valid and not revoked -> signature
+  -> sender owns the key                    (refused here; not an exchange-log entry)
+  -> freshness of created_at                (early refusal, logged)
+  -> replay: message id unique per sender   (in the sequencer, logged)
+  -> authorization: sender issued the record, sender may write  (late refusal, logged)
+  -> field validation                       (late refusal, logged)
+  -> stored issuer, version and status transition  (in the sequencer, logged)
+  -> commit, then a signed receipt
+
+Anything refused before the signature is proven cannot be attributed to a participant,
+so it is counted in metrics but never enters the log: otherwise anyone could fill the
+secretariats' audit log with noise under someone else's name.
+
+An identical resubmission is recognised by its envelope digest before freshness is
+judged, so a client that retries after a lost reply gets the original receipt even when
+its created_at has since aged out of the window.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf.message import DecodeError
+
+from gateway.convert import certificate_from_proto
+from gateway.crypto.dsse import RECEIPT_PAYLOAD_TYPE, SUBMISSION_PAYLOAD_TYPE, sha256, sign_envelope
+from gateway.crypto.suites import PrivateKey, Suite, pae
+from gateway.domain.certificates import Certificate, Scheme
+from gateway.domain.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    MrxError,
+    PermissionDenied,
+    Unauthenticated,
+)
+from gateway.domain.identifiers import is_message_id
+from gateway.pb import envelope_pb2, records_pb2
+from gateway.registry.federation import Federation, Role
+from gateway.store.sequencer import Accepted, Pending, Sequencer
+
+log = logging.getLogger(__name__)
+
+MIN_NONCE = 16
+MAX_NONCE = 64
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    # A certificate status is a few KiB at most; 256 KiB leaves room for long scopes
+    # while keeping a batch of 1,000 within memory bounds.
+    max_envelope_bytes: int = 256 * 1024
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        federation: Federation,
+        sequencer: Sequencer,
+        gateway_key: PrivateKey,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        limits: Limits | None = None,
+    ):
+        self.federation = federation
+        self.sequencer = sequencer
+        self.gateway_key = gateway_key
+        self.clock = clock
+        self.limits = limits or Limits()
+        self._lock = threading.Lock()
+        # Refusals that never reach the log, by reason: the operator's view of noise
+        # and attacks that the audit log deliberately leaves out.
+        self.unlogged_refusals: Counter[str] = Counter()
+
+    def submit(self, envelope: envelope_pb2.Envelope) -> Future[Accepted]:
+        """Verify, then hand to the sequencer; the future resolves after the commit."""
+        return self.sequencer.submit(self.verify(envelope))
+
+    def sign_receipt(self, accepted: Accepted) -> envelope_pb2.Envelope:
+        return sign_envelope(
+            payload_type=RECEIPT_PAYLOAD_TYPE, payload=accepted.receipt_payload, signer=self.gateway_key
+        )
+
+    def verify(self, envelope: envelope_pb2.Envelope) -> Pending:
+        try:
+            return self._verify(envelope)
+        except MrxError as err:
+            with self._lock:
+                self.unlogged_refusals[err.reason] += 1
+            raise
+
+    def _verify(self, envelope: envelope_pb2.Envelope) -> Pending:
+        now = self.clock()
+        raw = envelope.SerializeToString(deterministic=True)
+        if len(raw) > self.limits.max_envelope_bytes:
+            raise InvalidArgument(
+                f"envelope is {len(raw)} bytes; the limit is {self.limits.max_envelope_bytes}",
+                reason="MESSAGE_TOO_LARGE",
+                violations=[
+                    FieldViolation("envelope", f"larger than {self.limits.max_envelope_bytes} bytes")
+                ],
+                metadata={"size": str(len(raw)), "limit": str(self.limits.max_envelope_bytes)},
+            )
+        self._check_shape(envelope)
+        sig = envelope.signatures[0]
+        key = self.federation.key_for_signature(sig.keyid, at=now)
+        try:
+            suite = Suite.from_proto(sig.suite)
+        except ValueError:
+            suite = None
+        if suite is not key.suite:
+            raise Unauthenticated(
+                f"signature suite does not match key {key.keyid}, which is {key.suite.value}",
+                reason="SUITE_MISMATCH",
+                metadata={"keyid": key.keyid},
+            )
+        if not key.public_key.verify(pae(envelope.payload_type, envelope.payload), sig.sig):
+            raise Unauthenticated(
+                f"signature does not verify with key {key.keyid}",
+                reason="BAD_SIGNATURE",
+                metadata={"keyid": key.keyid},
+            )
+        submission = records_pb2.Submission()
+        try:
+            submission.ParseFromString(envelope.payload)
+        except DecodeError:
+            raise InvalidArgument(
+                "payload is not a serialized mrx.v1.Submission",
+                reason="MALFORMED_PAYLOAD",
+                violations=[FieldViolation("envelope.payload", "not a serialized mrx.v1.Submission")],
+            ) from None
+        header = submission.header
+        if header.sender != key.owner:
+            raise Unauthenticated(
+                f"header.sender {header.sender!r} is not the owner of key {key.keyid} ({key.owner})",
+                reason="SENDER_NOT_KEY_OWNER",
+                metadata={"keyid": key.keyid, "owner": key.owner},
+            )
+        if not is_message_id(header.message_id):
+            raise InvalidArgument(
+                "header.message_id must be 1-128 characters of A-Z a-z 0-9 . _ : -",
+                violations=[FieldViolation("header.message_id", "1-128 characters of A-Z a-z 0-9 . _ : -")],
+            )
+        return self._classify(submission, raw, now)
+
+    @staticmethod
+    def _check_shape(envelope: envelope_pb2.Envelope) -> None:
+        violations = []
+        if envelope.payload_type != SUBMISSION_PAYLOAD_TYPE:
+            violations.append(FieldViolation("envelope.payload_type", f"must be {SUBMISSION_PAYLOAD_TYPE!r}"))
+        if not envelope.payload:
+            violations.append(FieldViolation("envelope.payload", "required"))
+        if len(envelope.signatures) != 1:
+            violations.append(
+                FieldViolation(
+                    "envelope.signatures", f"exactly one signature required, got {len(envelope.signatures)}"
+                )
+            )
+        if violations:
+            raise InvalidArgument(
+                f"malformed envelope: {violations[0].field}: {violations[0].description}",
+                reason="MALFORMED_ENVELOPE",
+                violations=violations,
+            )
+
+    def _classify(self, submission: records_pb2.Submission, raw: bytes, now: datetime) -> Pending:
+        """Decide the refusals that need no stored state; the sequencer does the rest."""
+        header = submission.header
+        record_field = submission.WhichOneof("record")
+        cert_msg = submission.certificate_status
+        item = Pending(
+            envelope=raw,
+            envelope_sha256=sha256(raw),
+            sender=header.sender,
+            message_id=header.message_id,
+            kind=int(header.kind),
+            record_key=_record_key(cert_msg) if record_field == "certificate_status" else "",
+            record_version=min(cert_msg.version, 2**63 - 1),
+            certificate=None,
+        )
+        item.early_refusal = self._freshness(header, now)
+        try:
+            cert, warnings = self._authorize_and_validate(submission)
+        except MrxError as err:
+            item.late_refusal = err
+        else:
+            item.certificate = cert
+            item.warnings = tuple(warnings)
+        return item
+
+    def _freshness(self, header: records_pb2.SubmissionHeader, now: datetime) -> MrxError | None:
+        if not header.HasField("created_at"):
+            return None  # reported with the other field violations
+        created = header.created_at.ToDatetime(tzinfo=UTC)
+        window = self.federation.freshness_window
+        skew = (now - created).total_seconds()
+        if abs(skew) <= window.total_seconds():
+            return None
+        direction = "old" if skew > 0 else "in the future"
+        return FailedPrecondition(
+            f"created_at {created.isoformat()} is {abs(skew):.0f} s {direction}; the window is "
+            f"{window.total_seconds():.0f} s either side of the gateway clock ({now.isoformat()}). "
+            "Sign the message again with a fresh created_at and check the sender's clock.",
+            reason="STALE_MESSAGE",
+            metadata={
+                "created_at": created.isoformat(),
+                "gateway_time": now.isoformat(),
+                "window_seconds": str(int(window / timedelta(seconds=1))),
+            },
+        )
+
+    def _authorize_and_validate(self, submission: records_pb2.Submission) -> tuple[Certificate, list[str]]:
+        header = submission.header
+        participant = self.federation.participant(header.sender)
+        if participant is None or participant.role is not Role.MEMBER:
+            raise PermissionDenied(
+                f"{header.sender} is a read-only principal and may not publish records",
+                reason="READ_ONLY_PRINCIPAL",
+                metadata={"sender": header.sender},
+            )
+        violations = []
+        if not header.HasField("created_at"):
+            violations.append(FieldViolation("header.created_at", "required"))
+        if not MIN_NONCE <= len(header.nonce) <= MAX_NONCE:
+            violations.append(
+                FieldViolation("header.nonce", f"{MIN_NONCE}-{MAX_NONCE} random bytes required")
+            )
+        record_field = submission.WhichOneof("record")
+        if header.kind != records_pb2.RECORD_KIND_CERTIFICATE_STATUS:
+            violations.append(
+                FieldViolation(
+                    "header.kind", f"unsupported record kind {header.kind}; expected CERTIFICATE_STATUS"
+                )
+            )
+        if record_field != "certificate_status":
+            violations.append(FieldViolation("record", "a certificate_status record is required"))
+        if violations:
+            raise InvalidArgument(
+                f"invalid submission: {violations[0].field}: {violations[0].description}",
+                violations=violations,
+            )
+        msg = submission.certificate_status
+        if msg.issuer != header.sender:
+            raise PermissionDenied(
+                f"the certificate names issuer {msg.issuer or '(none)'}; {header.sender} may publish only "
+                "certificates issued under its own jurisdiction",
+                reason="NOT_ISSUER",
+                metadata={"issuer": msg.issuer, "sender": header.sender},
+            )
+        return certificate_from_proto(msg, field_prefix="certificate_status")
+
+
+def _record_key(msg: records_pb2.CertificateStatus) -> str:
+    try:
+        scheme = Scheme(msg.scheme).name
+    except ValueError:
+        scheme = f"SCHEME_{msg.scheme}"
+    # Bounded so an oversized (and refused) number still fits the log's column.
+    return f"certificate_status/{scheme}/{msg.certificate_number[:64]}"

@@ -1,0 +1,145 @@
+"""The one mapping from domain errors to gRPC status, applied in one interceptor.
+
+Every refusal carries a google.rpc.Status with an ErrorInfo (domain "mrx.gateway", the
+machine-readable reason, metadata) and, for INVALID_ARGUMENT, a BadRequest listing each
+field violation. Anything else is INTERNAL with a correlation id and no internals; the
+exception is logged under the same id so an operator can find it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from gateway.domain import errors as e
+
+log = logging.getLogger(__name__)
+
+ERROR_DOMAIN = "mrx.gateway"
+
+CODES: dict[type[e.MrxError], grpc.StatusCode] = {
+    e.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    e.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    e.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    e.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    e.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    e.NotFound: grpc.StatusCode.NOT_FOUND,
+    e.OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
+    e.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    e.Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def code_of(err: e.MrxError) -> grpc.StatusCode:
+    for cls in type(err).__mro__:
+        if cls in CODES:
+            return CODES[cls]
+    return grpc.StatusCode.UNKNOWN
+
+
+def to_status(err: e.MrxError) -> status_pb2.Status:
+    code = code_of(err)
+    info = error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN, metadata=err.metadata)
+    details = [info]
+    if isinstance(err, e.InvalidArgument) and err.violations:
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    for v in err.violations
+                ]
+            )
+        )
+    packed = []
+    for d in details:
+        a = any_pb2.Any()
+        a.Pack(d)
+        packed.append(a)
+    return status_pb2.Status(code=code.value[0], message=err.message, details=packed)
+
+
+def internal_status(correlation_id: str) -> status_pb2.Status:
+    return status_pb2.Status(
+        code=code_pb2.INTERNAL,
+        message=f"internal error; quote correlation id {correlation_id} to the operator",
+    )
+
+
+def _abort(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
+    if isinstance(exc, e.MrxError):
+        context.abort_with_status(rpc_status.to_status(to_status(exc)))
+    correlation_id = uuid.uuid4().hex[:16]
+    log.error("unexpected error in %s, correlation id %s", method, correlation_id, exc_info=exc)
+    context.abort_with_status(rpc_status.to_status(internal_status(correlation_id)))
+
+
+def _wrap_unary(fn: Callable[[Any, grpc.ServicerContext], Any], method: str) -> Callable[..., Any]:
+    def handler(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return fn(request, context)
+        except Exception as exc:
+            if _is_abort(exc):
+                raise
+            _abort(context, exc, method)
+            raise  # unreachable: abort raises
+
+    return handler
+
+
+def _wrap_stream(fn: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str) -> Callable[..., Any]:
+    def handler(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from fn(request, context)
+        except Exception as exc:
+            if _is_abort(exc):
+                raise
+            _abort(context, exc, method)
+
+    return handler
+
+
+def _is_abort(exc: Exception) -> bool:
+    # grpc's context.abort() signals by raising a bare Exception(); let it through.
+    return type(exc) is Exception
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Applies the mapping above to every handler of the server."""
+
+    def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(handler.unary_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary(handler.stream_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_stream(handler.stream_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler

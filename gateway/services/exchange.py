@@ -1,0 +1,200 @@
+"""ExchangeService: Submit, SubmitStream, GetCertificate, QueryCertificates."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import date
+from typing import Any
+
+import grpc
+
+from gateway.convert import us_to_datetime
+from gateway.domain.certificates import CertState, Scheme, derive_state
+from gateway.domain.errors import FieldViolation, InvalidArgument, MrxError, NotFound
+from gateway.pb import exchange_pb2, exchange_pb2_grpc, records_pb2
+from gateway.pipeline import Pipeline
+from gateway.services.errors import internal_status, to_status
+from gateway.store.reads import CertificateFilter, ReadStore, StoredCertificate
+from gateway.store.sequencer import Accepted
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+# Unanswered items one stream may have in flight; beyond this the gateway stops
+# reading and HTTP/2 flow control pushes back on the client.
+STREAM_WINDOW = 2048
+_DONE = object()
+
+
+class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
+    def __init__(
+        self,
+        *,
+        pipeline: Pipeline,
+        store: ReadStore,
+        today: Callable[[], date],
+        verify_pool: ThreadPoolExecutor,
+    ):
+        self._pipeline = pipeline
+        self._store = store
+        self._today = today
+        self._verify_pool = verify_pool
+
+    def Submit(
+        self, request: exchange_pb2.SubmitRequest, context: grpc.ServicerContext
+    ) -> exchange_pb2.SubmitResponse:
+        accepted = self._pipeline.submit(request.envelope).result()
+        return exchange_pb2.SubmitResponse(receipt=self._pipeline.sign_receipt(accepted))
+
+    def SubmitStream(
+        self, request_iterator: Iterator[exchange_pb2.SubmitRequest], context: grpc.ServicerContext
+    ) -> Iterator[exchange_pb2.SubmitStreamResponse]:
+        # Three stages so the stream stays full: a reader hands envelopes to the verify
+        # pool (signature checks run in parallel, the GIL is released), a forwarder
+        # passes verified items to the sequencer in stream order (two versions of one
+        # certificate in one stream must be applied in the order sent), and this
+        # generator answers in order as commits land.
+        verified: queue.Queue[Any] = queue.Queue(maxsize=STREAM_WINDOW)
+        committed: queue.Queue[Any] = queue.Queue(maxsize=STREAM_WINDOW)
+
+        def read() -> None:
+            try:
+                for request in request_iterator:
+                    verified.put(self._verify_pool.submit(self._pipeline.verify, request.envelope))
+            except Exception:  # the client went away mid-stream; answer what was read
+                log.debug("stream reader stopped", exc_info=True)
+            finally:
+                verified.put(_DONE)
+
+        def forward() -> None:
+            while (item := verified.get()) is not _DONE:
+                try:
+                    committed.put(self._pipeline.sequencer.submit(item.result()))
+                except Exception as exc:
+                    committed.put(exc)
+            committed.put(_DONE)
+
+        threading.Thread(target=read, name="mrx-stream-read", daemon=True).start()
+        threading.Thread(target=forward, name="mrx-stream-forward", daemon=True).start()
+        sequence = 0
+        while (item := committed.get()) is not _DONE:
+            yield self._stream_response(sequence, item)
+            sequence += 1
+
+    def _stream_response(
+        self, sequence: int, item: Future[Accepted] | Exception
+    ) -> exchange_pb2.SubmitStreamResponse:
+        try:
+            if isinstance(item, Exception):
+                raise item
+            receipt = self._pipeline.sign_receipt(item.result())
+            return exchange_pb2.SubmitStreamResponse(sequence=sequence, receipt=receipt)
+        except MrxError as err:
+            return exchange_pb2.SubmitStreamResponse(sequence=sequence, error=to_status(err))
+        except Exception:
+            correlation_id = uuid.uuid4().hex[:16]
+            log.exception("stream item %d failed, correlation id %s", sequence, correlation_id)
+            return exchange_pb2.SubmitStreamResponse(sequence=sequence, error=internal_status(correlation_id))
+
+    def GetCertificate(
+        self, request: exchange_pb2.GetCertificateRequest, context: grpc.ServicerContext
+    ) -> exchange_pb2.CertificateView:
+        violations = []
+        if request.scheme == records_pb2.CERTIFICATE_SCHEME_UNSPECIFIED:
+            violations.append(FieldViolation("scheme", "required"))
+        elif request.scheme not in Scheme._value2member_map_:
+            violations.append(FieldViolation("scheme", f"unknown scheme {request.scheme}"))
+        if not request.certificate_number:
+            violations.append(FieldViolation("certificate_number", "required"))
+        elif len(request.certificate_number) > 64:
+            violations.append(FieldViolation("certificate_number", "at most 64 characters"))
+        if violations:
+            raise InvalidArgument(
+                f"{violations[0].field}: {violations[0].description}", violations=violations
+            )
+        row = self._store.get_certificate(request.scheme, request.certificate_number)
+        if row is None:
+            raise NotFound(
+                f"no {Scheme(request.scheme).name} certificate {request.certificate_number} is published",
+                reason="CERTIFICATE_NOT_FOUND",
+            )
+        return self._view(row, self._today())
+
+    def QueryCertificates(
+        self, request: exchange_pb2.QueryCertificatesRequest, context: grpc.ServicerContext
+    ) -> exchange_pb2.QueryCertificatesResponse:
+        violations = []
+        if request.page_size < 0:
+            violations.append(FieldViolation("page_size", "must not be negative"))
+        if request.scheme and request.scheme not in Scheme._value2member_map_:
+            violations.append(FieldViolation("scheme", f"unknown scheme {request.scheme}"))
+        if request.state and request.state not in CertState._value2member_map_:
+            violations.append(FieldViolation("state", f"unknown state {request.state}"))
+        if violations:
+            raise InvalidArgument(
+                f"{violations[0].field}: {violations[0].description}", violations=violations
+            )
+        flt = CertificateFilter(
+            holder_credit_code=request.holder_credit_code,
+            issuing_body=request.issuing_body,
+            issuer=request.issuer,
+            scheme=request.scheme,
+            state=request.state,
+        )
+        limit = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = _decode_token(request.page_token, flt) if request.page_token else None
+        today = self._today()
+        rows = self._store.query_certificates(flt, today=today, after=after, limit=limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        token = _encode_token(rows[-1], flt) if more else ""
+        return exchange_pb2.QueryCertificatesResponse(
+            certificates=[self._view(r, today) for r in rows], next_page_token=token
+        )
+
+    @staticmethod
+    def _view(row: StoredCertificate, today: date) -> exchange_pb2.CertificateView:
+        view = exchange_pb2.CertificateView(log_index=row.log_index)
+        view.envelope.ParseFromString(row.envelope)
+        submission = records_pb2.Submission.FromString(view.envelope.payload)
+        view.certificate.CopyFrom(submission.certificate_status)
+        view.effective_state = int(derive_state(CertState(row.state), row.expiry_date, today))  # type: ignore[assignment]
+        view.received_at.FromDatetime(us_to_datetime(row.received_at_us))
+        return view
+
+
+def _filter_digest(flt: CertificateFilter) -> str:
+    raw = json.dumps([flt.holder_credit_code, flt.issuing_body, flt.issuer, flt.scheme, flt.state])
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def _encode_token(row: StoredCertificate, flt: CertificateFilter) -> str:
+    raw = json.dumps(
+        {"s": row.scheme, "n": row.certificate_number, "f": _filter_digest(flt)}, ensure_ascii=False
+    )
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str, flt: CertificateFilter) -> tuple[int, str]:
+    bad = InvalidArgument(
+        "page_token is not a token this query returned",
+        violations=[FieldViolation("page_token", "not a token returned for these filters")],
+        reason="BAD_PAGE_TOKEN",
+    )
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        scheme, number, digest = int(data["s"]), str(data["n"]), str(data["f"])
+    except (ValueError, KeyError, TypeError):
+        raise bad from None
+    if digest != _filter_digest(flt):
+        raise bad
+    return scheme, number

@@ -1,0 +1,126 @@
+"""Opening the database: URL resolution, durability settings, schema creation.
+
+A receipt means "durably committed", so:
+- SQLite runs in WAL mode with synchronous=FULL: a commit is fsynced before it returns
+  and survives power loss (NORMAL, the usual WAL pairing, may lose the last commits).
+- PostgreSQL keeps its default synchronous_commit=on; we refuse to start if an operator
+  turned it off, because every receipt would then be a promise the store cannot keep.
+The writer engine starts SQLite transactions with BEGIN IMMEDIATE so the sequencer
+takes the write lock up front instead of failing on upgrade; readers use deferred
+transactions and never block the writer in WAL mode.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, insert, inspect, select, text
+from sqlalchemy.engine import make_url
+
+from gateway.store.schema import SCHEMA_VERSION, metadata, schema_info
+
+ENV_DATABASE_URL = "MRX_DATABASE_URL"
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used (wrong schema, unsafe durability settings)."""
+
+
+def default_database_path() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "mrx" / "mrx.db"
+
+
+def resolve_database_url(explicit: str | None) -> str:
+    """--database wins, then MRX_DATABASE_URL, then the embedded SQLite default.
+
+    A bare path is taken as a SQLite file.
+    """
+    url = explicit or os.environ.get(ENV_DATABASE_URL) or ""
+    if not url:
+        path = default_database_path()
+        return f"sqlite:///{path}"
+    if "://" not in url:
+        return f"sqlite:///{Path(url).expanduser().resolve()}"
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        # psycopg 3 is the supported driver; spare operators the +psycopg suffix.
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+@dataclass(frozen=True)
+class Engines:
+    url: str
+    dialect: str  # "sqlite" or "postgresql"
+    writer: Engine
+    reader: Engine
+
+    def dispose(self) -> None:
+        self.writer.dispose()
+        self.reader.dispose()
+
+
+def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+    engine = create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=False)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control away from the driver so BEGIN is ours to issue.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def open_engines(url: str) -> Engines:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            raise StoreError("an in-memory SQLite database cannot give durable receipts; use a file path")
+        writer = _sqlite_engine(url, immediate=True)
+        reader = _sqlite_engine(url, immediate=False)
+        engines = Engines(url=url, dialect="sqlite", writer=writer, reader=reader)
+    elif parsed.get_backend_name() == "postgresql":
+        writer = create_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True)
+        reader = create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+        engines = Engines(url=url, dialect="postgresql", writer=writer, reader=reader)
+        with writer.connect() as conn:
+            setting = conn.execute(text("SHOW synchronous_commit")).scalar_one()
+        if setting == "off":
+            engines.dispose()
+            raise StoreError("PostgreSQL synchronous_commit is off: receipts would not be durable")
+    else:
+        raise StoreError(
+            f"unsupported database backend {parsed.get_backend_name()!r}; use sqlite or postgresql"
+        )
+    ensure_schema(engines)
+    return engines
+
+
+def ensure_schema(engines: Engines) -> None:
+    """Create the tables on a new database; refuse a database of another schema version."""
+    with engines.writer.begin() as conn:
+        if engines.dialect == "postgresql":
+            # Two replicas starting together must not both run CREATE TABLE.
+            conn.execute(text("SELECT pg_advisory_xact_lock(7262001)"))
+        if not inspect(conn).has_table(schema_info.name):
+            metadata.create_all(conn)
+            conn.execute(insert(schema_info).values(id=1, version=SCHEMA_VERSION, note="created by mrx"))
+            return
+        found = conn.execute(select(schema_info.c.version).where(schema_info.c.id == 1)).scalar_one_or_none()
+    if found != SCHEMA_VERSION:
+        raise StoreError(f"database schema version {found} is not the supported version {SCHEMA_VERSION}")

@@ -1,0 +1,100 @@
+"""Tables. SQLAlchemy Core, shared by SQLite and PostgreSQL.
+
+Times are stored as integer microseconds since the Unix epoch (UTC): exact, ordered and
+identical on both backends, where DateTime round-trips differ (SQLite keeps strings).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+# The exchange log: one row per attempt that passed signature verification, accepted
+# or refused. log_index is dense and allocated by the sequencer under a lock, so
+# several replicas on one PostgreSQL still write one linear log.
+exchanges = Table(
+    "exchanges",
+    metadata,
+    Column("log_index", BigInteger, primary_key=True, autoincrement=False),
+    Column("received_at_us", BigInteger, nullable=False),
+    Column("sender", String(16), nullable=False),
+    Column("message_id", String(128), nullable=False),
+    Column("kind", Integer, nullable=False),
+    Column("record_key", String(200), nullable=False),
+    Column("record_version", BigInteger, nullable=False),
+    Column("outcome", SmallInteger, nullable=False),  # envelope_pb2.Outcome
+    Column("reason", String(64), nullable=False),  # "" when accepted
+    Column("envelope_sha256", LargeBinary(32), nullable=False),
+    Column("envelope", LargeBinary, nullable=False),
+    # Receipt payload (serialized mrx.v1.Receipt) for accepted exchanges. The gateway
+    # signs it on the way out; Ed25519 is deterministic, so a resubmission gets the
+    # byte-identical receipt back without storing the signature.
+    Column("receipt", LargeBinary, nullable=True),
+)
+# Message ids are consumed only by accepted submissions: a refused message may be
+# corrected and sent again under the same id.
+Index(
+    "ux_exchanges_accepted_message",
+    exchanges.c.sender,
+    exchanges.c.message_id,
+    unique=True,
+    sqlite_where=exchanges.c.outcome == 1,
+    postgresql_where=exchanges.c.outcome == 1,
+)
+Index("ix_exchanges_envelope_sha256", exchanges.c.envelope_sha256)
+
+# Current state of each certificate (the latest accepted version).
+certificates = Table(
+    "certificates",
+    metadata,
+    Column("scheme", SmallInteger, primary_key=True, autoincrement=False),
+    Column("certificate_number", String(64), primary_key=True),
+    Column("issuer", String(16), nullable=False),
+    Column("issuing_body", String(64), nullable=False),
+    Column("holder_credit_code", String(18), nullable=False),
+    Column("holder_name", String(200), nullable=False),
+    Column("state", SmallInteger, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("effective_at_us", BigInteger, nullable=False),
+    Column("issue_date", Date, nullable=False),
+    Column("expiry_date", Date, nullable=False),
+    Column("log_index", BigInteger, nullable=False),
+)
+Index("ix_certificates_holder", certificates.c.holder_credit_code)
+Index("ix_certificates_issuing_body", certificates.c.issuing_body)
+Index("ix_certificates_issuer", certificates.c.issuer)
+
+# Every accepted version, so "what was the state on date D" stays answerable.
+certificate_versions = Table(
+    "certificate_versions",
+    metadata,
+    Column("scheme", SmallInteger, primary_key=True, autoincrement=False),
+    Column("certificate_number", String(64), primary_key=True),
+    Column("version", BigInteger, primary_key=True, autoincrement=False),
+    Column("state", SmallInteger, nullable=False),
+    Column("effective_at_us", BigInteger, nullable=False),
+    Column("log_index", BigInteger, nullable=False),
+)
+
+schema_info = Table(
+    "mrx_schema",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", Integer, nullable=False),
+    Column("note", Text, nullable=False),
+)

@@ -1,0 +1,344 @@
+"""The sequencer: the one writer of the exchange log, with group commit.
+
+Every submission that passed signature verification is handed to the sequencer, which
+commits it (accepted or refused) as one entry of the exchange log. Submissions that
+arrive while a commit is in flight queue up and share the next transaction, so the cost
+of an fsync is spread over every concurrent submission, unary or streamed alike.
+
+The stateful checks run here, inside the transaction, against the database plus the
+batch's own earlier items: an identical resubmission, a reused message id, the stored
+issuer and version of the record. Doing them anywhere else would race.
+
+On PostgreSQL a transaction-scoped advisory lock makes one sequencer at a time the
+appender, so several gateway replicas still produce one dense, linear log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, func, insert, select, text, update
+
+from gateway.domain.certificates import Certificate, CertState, check_transition
+from gateway.domain.errors import AlreadyExists, FailedPrecondition, MrxError, PermissionDenied, Unavailable
+from gateway.pb import envelope_pb2
+from gateway.store.engine import Engines
+from gateway.store.schema import certificate_versions, certificates, exchanges
+
+log = logging.getLogger(__name__)
+
+ACCEPTED = envelope_pb2.OUTCOME_ACCEPTED
+REFUSED = envelope_pb2.OUTCOME_REFUSED
+# Arbitrary but fixed: the advisory lock that elects the appender on PostgreSQL.
+LOG_LOCK_ID = 7262002
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The committed outcome of an accepted submission."""
+
+    receipt_payload: bytes  # serialized mrx.v1.Receipt, to be signed by the gateway
+    log_index: int
+    duplicate: bool  # True when identical bytes were accepted before
+
+
+@dataclass(slots=True, kw_only=True)
+class Pending:
+    """A verified submission on its way into the log."""
+
+    envelope: bytes
+    envelope_sha256: bytes
+    sender: str
+    message_id: str
+    kind: int
+    record_key: str
+    record_version: int
+    certificate: Certificate | None
+    # Decided before the replay check (freshness): an identical resubmission still
+    # gets its original receipt, a reused id with a stale clock is reported as stale.
+    early_refusal: MrxError | None = None
+    # Decided after the replay check (authorization, field validation).
+    late_refusal: MrxError | None = None
+    warnings: tuple[str, ...] = ()
+    future: Future[Accepted] = field(default_factory=Future)
+
+
+@dataclass(slots=True)
+class _CertState:
+    issuer: str
+    state: CertState
+    version: int
+    in_db: bool
+
+
+def _us(t: datetime) -> int:
+    return int(t.timestamp()) * 1_000_000 + t.microsecond
+
+
+class Sequencer:
+    def __init__(self, engines: Engines, *, clock: Callable[[], datetime], max_batch: int = 1000):
+        self._engines = engines
+        self._clock = clock
+        self._max_batch = max_batch
+        self._cv = threading.Condition()
+        self._queue: list[Pending] = []
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="mrx-sequencer", daemon=True)
+        self.batches = 0
+        self.committed = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Refuse new work, commit what is queued, then return."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def submit(self, item: Pending) -> Future[Accepted]:
+        with self._cv:
+            if self._closed:
+                raise Unavailable(
+                    "the gateway is shutting down; retry on another replica", reason="SHUTTING_DOWN"
+                )
+            self._queue.append(item)
+            self._cv.notify()
+        return item.future
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue and not self._closed:
+                    self._cv.wait()
+                if not self._queue:
+                    return
+                batch = self._queue[: self._max_batch]
+                del self._queue[: self._max_batch]
+            try:
+                outcomes = self._commit(batch)
+            except Exception:
+                # Nothing of this batch is committed, so a retry is safe.
+                log.exception("commit of %d submissions failed", len(batch))
+                for item in batch:
+                    item.future.set_exception(
+                        Unavailable(
+                            "the gateway could not store the submission; retry", reason="STORE_UNAVAILABLE"
+                        )
+                    )
+                continue
+            self.batches += 1
+            self.committed += len(batch)
+            for item, outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, Accepted):
+                    item.future.set_result(outcome)
+                else:
+                    item.future.set_exception(outcome)
+
+    def _commit(self, batch: list[Pending]) -> list[Accepted | MrxError]:
+        now = self._clock()
+        now_us = _us(now)
+        with self._engines.writer.begin() as conn:
+            if self._engines.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOG_LOCK_ID})
+            next_index = (
+                conn.execute(select(func.coalesce(func.max(exchanges.c.log_index), -1))).scalar_one() + 1
+            )
+            by_digest, used_ids, certs = self._load_state(conn, batch)
+
+            outcomes: list[Accepted | MrxError] = []
+            log_rows: list[dict[str, Any]] = []
+            version_rows: list[dict[str, Any]] = []
+            touched: dict[tuple[int, str], tuple[Certificate, int]] = {}
+            for item in batch:
+                seen = by_digest.get(item.envelope_sha256)
+                if seen is not None:
+                    outcomes.append(Accepted(receipt_payload=seen[1], log_index=seen[0], duplicate=True))
+                    continue
+                index = next_index
+                next_index += 1
+                error = self._decide(item, used_ids, certs)
+                if error is not None:
+                    error.metadata["log_index"] = str(index)
+                    log_rows.append(self._log_row(item, index, now_us, REFUSED, error.reason, None))
+                    outcomes.append(error)
+                    continue
+                receipt = envelope_pb2.Receipt(
+                    message_id=item.message_id,
+                    sender=item.sender,
+                    envelope_sha256=item.envelope_sha256,
+                    outcome=ACCEPTED,
+                    log_index=index,
+                    record_key=item.record_key,
+                    record_version=item.record_version,
+                    warnings=item.warnings,
+                )
+                receipt.received_at.FromDatetime(now)
+                payload = receipt.SerializeToString(deterministic=True)
+                log_rows.append(self._log_row(item, index, now_us, ACCEPTED, "", payload))
+                by_digest[item.envelope_sha256] = (index, payload)
+                used_ids.add((item.sender, item.message_id))
+                cert = item.certificate
+                if cert is not None:
+                    ck = (int(cert.scheme), cert.certificate_number)
+                    prev = certs.get(ck)
+                    certs[ck] = _CertState(
+                        cert.issuer, cert.state, cert.version, prev.in_db if prev else False
+                    )
+                    touched[ck] = (cert, index)
+                    version_rows.append(
+                        {
+                            "scheme": ck[0],
+                            "certificate_number": ck[1],
+                            "version": cert.version,
+                            "state": int(cert.state),
+                            "effective_at_us": _us(cert.effective_at),
+                            "log_index": index,
+                        }
+                    )
+                outcomes.append(Accepted(receipt_payload=payload, log_index=index, duplicate=False))
+
+            if log_rows:
+                conn.execute(insert(exchanges), log_rows)
+            if version_rows:
+                conn.execute(insert(certificate_versions), version_rows)
+            self._write_certificates(conn, touched, certs)
+        return outcomes
+
+    def _decide(
+        self, item: Pending, used_ids: set[tuple[str, str]], certs: dict[tuple[int, str], _CertState]
+    ) -> MrxError | None:
+        if item.early_refusal is not None:
+            return item.early_refusal
+        if (item.sender, item.message_id) in used_ids:
+            return AlreadyExists(
+                f"message id {item.message_id!r} was already used by {item.sender} for a different envelope",
+                reason="MESSAGE_ID_REUSED",
+                metadata={"message_id": item.message_id},
+            )
+        if item.late_refusal is not None:
+            return item.late_refusal
+        cert = item.certificate
+        if cert is None:
+            return None
+        prev = certs.get((int(cert.scheme), cert.certificate_number))
+        if prev is None:
+            return None
+        if prev.issuer != item.sender:
+            return PermissionDenied(
+                f"{cert.scheme.name} certificate {cert.certificate_number} was issued under {prev.issuer}; "
+                f"only {prev.issuer} may publish its status",
+                reason="NOT_ISSUER",
+                metadata={"issuer": prev.issuer, "sender": item.sender},
+            )
+        try:
+            check_transition(prev, cert)
+        except FailedPrecondition as err:
+            return err
+        return None
+
+    def _load_state(
+        self, conn: Connection, batch: list[Pending]
+    ) -> tuple[dict[bytes, tuple[int, bytes]], set[tuple[str, str]], dict[tuple[int, str], _CertState]]:
+        e = exchanges.c
+        digests = list({i.envelope_sha256 for i in batch})
+        by_digest: dict[bytes, tuple[int, bytes]] = {
+            row.envelope_sha256: (row.log_index, row.receipt)
+            for row in conn.execute(
+                select(e.envelope_sha256, e.log_index, e.receipt).where(
+                    e.outcome == ACCEPTED, e.envelope_sha256.in_(digests)
+                )
+            )
+        }
+        ids = list({i.message_id for i in batch})
+        senders = {i.sender for i in batch}
+        used_ids = {
+            (row.sender, row.message_id)
+            for row in conn.execute(
+                select(e.sender, e.message_id).where(e.outcome == ACCEPTED, e.message_id.in_(ids))
+            )
+            if row.sender in senders
+        }
+        wanted = {
+            (int(i.certificate.scheme), i.certificate.certificate_number) for i in batch if i.certificate
+        }
+        certs: dict[tuple[int, str], _CertState] = {}
+        if wanted:
+            c = certificates.c
+            numbers = list({n for _, n in wanted})
+            for row in conn.execute(
+                select(c.scheme, c.certificate_number, c.issuer, c.state, c.version).where(
+                    c.certificate_number.in_(numbers)
+                )
+            ):
+                key = (row.scheme, row.certificate_number)
+                if key in wanted:
+                    certs[key] = _CertState(row.issuer, CertState(row.state), row.version, True)
+        return by_digest, used_ids, certs
+
+    def _write_certificates(
+        self,
+        conn: Connection,
+        touched: dict[tuple[int, str], tuple[Certificate, int]],
+        certs: dict[tuple[int, str], _CertState],
+    ) -> None:
+        new_rows: list[dict[str, Any]] = []
+        changed_rows: list[dict[str, Any]] = []
+        for key, (cert, index) in touched.items():
+            row = {
+                "issuer": cert.issuer,
+                "issuing_body": cert.issuing_body,
+                "holder_credit_code": cert.holder.credit_code,
+                "holder_name": cert.holder.name,
+                "state": int(cert.state),
+                "version": cert.version,
+                "effective_at_us": _us(cert.effective_at),
+                "issue_date": cert.issue_date,
+                "expiry_date": cert.expiry_date,
+                "log_index": index,
+            }
+            if certs[key].in_db:
+                changed_rows.append({"k_scheme": key[0], "k_number": key[1], **row})
+            else:
+                new_rows.append({"scheme": key[0], "certificate_number": key[1], **row})
+        if new_rows:
+            conn.execute(insert(certificates), new_rows)
+        if changed_rows:
+            c = certificates.c
+            stmt = (
+                update(certificates)
+                .where(c.scheme == bindparam("k_scheme"), c.certificate_number == bindparam("k_number"))
+                .values({name: bindparam(name) for name in changed_rows[0] if not name.startswith("k_")})
+            )
+            conn.execute(stmt, changed_rows)
+
+    @staticmethod
+    def _log_row(
+        item: Pending, index: int, now_us: int, outcome: int, reason: str, receipt: bytes | None
+    ) -> dict[str, Any]:
+        return {
+            "log_index": index,
+            "received_at_us": now_us,
+            "sender": item.sender,
+            "message_id": item.message_id,
+            "kind": item.kind,
+            "record_key": item.record_key,
+            "record_version": item.record_version,
+            "outcome": outcome,
+            "reason": reason,
+            "envelope_sha256": item.envelope_sha256,
+            "envelope": item.envelope,
+            "receipt": receipt,
+        }
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,151 @@
+"""docs/signing.md cannot go stale: its figures are regenerated and re-verified here."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from gateway.crypto import SUBMISSION_PAYLOAD_TYPE, PublicKey, Suite, pae, sha256, verify_envelope_signature
+from gateway.pb import envelope_pb2, records_pb2
+
+REPO = Path(__file__).resolve().parents[2]
+DOC = REPO / "docs" / "signing.md"
+RFC8032_PUBLIC = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+
+EXAMPLE = re.compile(r"<!-- example:(?P<name>[a-z0-9-]+) -->\n```text\n(?P<body>.*?)\n```", re.DOTALL)
+SNIPPET = re.compile(r"<!-- snippet:(?P<lang>[a-z]+) -->\n```[a-z]+\n(?P<body>.*?)\n```", re.DOTALL)
+
+
+def _load_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "make_signing_example", REPO / "docs" / "make_signing_example.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+generator = _load_generator()
+
+
+def doc_text() -> str:
+    return DOC.read_text(encoding="utf-8")
+
+
+def blocks() -> dict[str, str]:
+    return {m["name"]: m["body"] for m in EXAMPLE.finditer(doc_text())}
+
+
+def hex_block(name: str) -> bytes:
+    return bytes.fromhex("".join(blocks()[name].split()))
+
+
+def test_doc_has_every_block() -> None:
+    assert set(blocks()) >= {"public-key", "payload", "pae", "signature", "envelope", "envelope-sha256"}
+
+
+def test_signature_in_doc_verifies_with_rfc8032_key() -> None:
+    assert hex_block("public-key") == RFC8032_PUBLIC
+    key = PublicKey.from_raw_ed25519(RFC8032_PUBLIC)
+    payload = hex_block("payload")
+    assert hex_block("pae") == pae(SUBMISSION_PAYLOAD_TYPE, payload)
+    assert key.verify(hex_block("pae"), hex_block("signature"))
+
+    envelope = envelope_pb2.Envelope.FromString(hex_block("envelope"))
+    assert envelope.payload_type == SUBMISSION_PAYLOAD_TYPE
+    assert envelope.payload == payload
+    assert envelope.signatures[0].sig == hex_block("signature")
+    assert envelope.signatures[0].suite == Suite.ED25519.proto
+    assert verify_envelope_signature(envelope, key)
+    assert sha256(hex_block("envelope")) == hex_block("envelope-sha256")
+
+
+def test_payload_in_doc_is_the_specified_submission() -> None:
+    submission = records_pb2.Submission.FromString(hex_block("payload"))
+    assert submission.header.message_id == "demo-0001"
+    assert submission.header.sender == "CN-JS"
+    assert submission.header.created_at.ToJsonString() == "2026-11-01T08:00:00Z"
+    assert submission.header.nonce == bytes(range(16))
+    cert = submission.certificate_status
+    assert cert.certificate_number == "2024010901000123"
+    assert cert.issuing_body == "CNCA-R-2002-001"
+    assert cert.issuer == "CN-JS"
+    assert cert.holder.name == "苏州明德电子科技有限公司"
+    assert cert.state == records_pb2.CERTIFICATE_STATE_VALID
+    assert (cert.version, cert.issue_date, cert.expiry_date) == (1, "2024-03-15", "2029-03-14")
+    assert cert.effective_at.ToJsonString() == "2024-03-15T00:00:00Z"
+    assert cert.holder.credit_code in doc_text()
+
+
+def test_credit_code_check_characters() -> None:
+    # Published codes (Tencent, Huawei, the python-stdnum example) pin the algorithms.
+    assert generator.org_code_check("71526726") == "X"
+    assert generator.uscc_check("9144030071526726X") == "G"
+    assert generator.uscc_check("91440300192203821") == "6"
+    assert generator.uscc_check("91110000600037341") == "L"
+    code = generator.holder_credit_code()
+    assert len(code) == 18 and code.startswith("91320500")
+    assert code[16] == generator.org_code_check(code[8:16])
+    assert code[17] == generator.uscc_check(code[:17])
+
+
+def test_regenerating_gives_identical_doc() -> None:
+    current = doc_text()
+    assert generator.update_doc(current) == current, "run: python docs/make_signing_example.py --write"
+    assert generator.build_example()["signature"] == hex_block("signature")
+
+
+def _snippet_args() -> list[str]:
+    return ["".join(blocks()[name].split()) for name in ("payload", "signature", "public-key")]
+
+
+def _tamper(args: list[str]) -> list[str]:
+    sig = args[1]
+    return [args[0], ("01" if sig[:2] == "00" else "00") + sig[2:], args[2]]
+
+
+def _snippet(lang: str) -> str:
+    found = {m["lang"]: m["body"] for m in SNIPPET.finditer(doc_text())}
+    return found[lang]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node")
+def test_node_snippet_verifies(tmp_path: Path) -> None:
+    (tmp_path / "verify.js").write_text(_snippet("node"))
+    ok = subprocess.run(["node", "verify.js", *_snippet_args()], cwd=tmp_path, capture_output=True, text=True)
+    assert ok.returncode == 0 and "signature OK" in ok.stdout, ok.stderr
+    bad = subprocess.run(["node", "verify.js", *_tamper(_snippet_args())], cwd=tmp_path, capture_output=True)
+    assert bad.returncode == 1
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="needs java")
+def test_java_snippet_verifies(tmp_path: Path) -> None:
+    (tmp_path / "Verify.java").write_text(_snippet("java"))
+    ok = subprocess.run(
+        ["java", "Verify.java", *_snippet_args()], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert ok.returncode == 0 and "signature OK" in ok.stdout, ok.stderr
+
+
+@pytest.mark.skipif(shutil.which("go") is None, reason="needs go")
+def test_go_snippet_verifies(tmp_path: Path) -> None:
+    (tmp_path / "verify.go").write_text(_snippet("go"))
+    env = {"GOCACHE": str(tmp_path / "cache"), "GOPATH": str(tmp_path / "gopath"), "GO111MODULE": "off"}
+    ok = subprocess.run(
+        ["go", "run", "verify.go", *_snippet_args()],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+    )
+    assert ok.returncode == 0 and "signature OK" in ok.stdout, ok.stderr
