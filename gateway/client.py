@@ -33,6 +33,8 @@ from gateway.crypto.dsse import RECEIPT_PAYLOAD_TYPE, SUBMISSION_PAYLOAD_TYPE, s
 from gateway.crypto.suites import PrivateKey, PublicKey, Suite, pae
 from gateway.domain.certificates import Certificate, CertState, Scheme
 from gateway.pb import (
+    audit_pb2,
+    audit_pb2_grpc,
     envelope_pb2,
     exchange_pb2,
     exchange_pb2_grpc,
@@ -40,6 +42,7 @@ from gateway.pb import (
     registry_pb2,
     registry_pb2_grpc,
 )
+from gateway.services.auth import sign_read
 
 
 class ReceiptError(Exception):
@@ -250,6 +253,91 @@ class GatewayClient:
         while True:
             page = self.exchange.QueryCertificates(request, timeout=self.timeout)
             yield from page.certificates
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
+
+class AuditClient:
+    """Signed reads of the audit log, for secretariats, provinces and monitors.
+
+    Every call is signed with the principal's federation key (see audit.proto); the
+    gateway answers only with the exchanges the principal may see.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        principal: str,
+        signer: PrivateKey,
+        credentials: grpc.ChannelCredentials | None = None,
+        timeout: float = 30.0,
+    ):
+        options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        self._channel = (
+            grpc.secure_channel(target, credentials, options)
+            if credentials
+            else grpc.insecure_channel(target, options)
+        )
+        self.stub = audit_pb2_grpc.AuditServiceStub(self._channel)
+        self.registry = registry_pb2_grpc.RegistryServiceStub(self._channel)
+        self.principal = principal
+        self.signer = signer
+        self.timeout = timeout
+
+    def __enter__(self) -> AuditClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, name: str, request: Any) -> Any:
+        metadata = sign_read(
+            signer=self.signer,
+            principal=self.principal,
+            method=f"/mrx.v1.AuditService/{name}",
+            request=request,
+        )
+        return getattr(self.stub, name)(request, metadata=metadata, timeout=self.timeout)
+
+    def checkpoint(self) -> envelope_pb2.Envelope:
+        response: audit_pb2.GetCheckpointResponse = self._call(
+            "GetCheckpoint", audit_pb2.GetCheckpointRequest()
+        )
+        return response.checkpoint
+
+    def inclusion_proof(
+        self, *, log_index: int | None = None, envelope_sha256: bytes | None = None, tree_size: int = 0
+    ) -> audit_pb2.GetInclusionProofResponse:
+        request = audit_pb2.GetInclusionProofRequest(tree_size=tree_size)
+        if log_index is not None:
+            request.log_index = log_index
+        if envelope_sha256 is not None:
+            request.envelope_sha256 = envelope_sha256
+        response: audit_pb2.GetInclusionProofResponse = self._call("GetInclusionProof", request)
+        return response
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        request = audit_pb2.GetConsistencyProofRequest(old_size=old_size, new_size=new_size)
+        response: audit_pb2.GetConsistencyProofResponse = self._call("GetConsistencyProof", request)
+        return list(response.hashes)
+
+    def envelope(self, *, log_index: int) -> audit_pb2.ExchangeEntry:
+        entry: audit_pb2.ExchangeEntry = self._call(
+            "GetEnvelope", audit_pb2.GetEnvelopeRequest(log_index=log_index)
+        )
+        return entry
+
+    def exchanges(self, request: audit_pb2.ListExchangesRequest) -> Iterator[audit_pb2.ExchangeEntry]:
+        """Every matching exchange visible to the principal, following page tokens."""
+        request = audit_pb2.ListExchangesRequest.FromString(request.SerializeToString())
+        while True:
+            page: audit_pb2.ListExchangesResponse = self._call("ListExchanges", request)
+            yield from page.entries
             if not page.next_page_token:
                 return
             request.page_token = page.next_page_token

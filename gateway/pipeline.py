@@ -186,6 +186,8 @@ class Pipeline:
             kind=int(header.kind),
             record_key=_record_key(cert_msg) if record_field == "certificate_status" else "",
             record_version=min(cert_msg.version, 2**63 - 1),
+            # Bounded like record_key: a refused record may name any string as issuer.
+            subject_issuer=cert_msg.issuer[:16],
             certificate=None,
         )
         item.early_refusal = self._freshness(header, now)

@@ -14,13 +14,24 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gateway.audit.checkpoints import Checkpointer
 from gateway.crypto.suites import PrivateKey
-from gateway.pb import exchange_pb2, exchange_pb2_grpc, registry_pb2, registry_pb2_grpc
+from gateway.pb import (
+    audit_pb2,
+    audit_pb2_grpc,
+    exchange_pb2,
+    exchange_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
 from gateway.pipeline import Limits, Pipeline
 from gateway.registry.federation import Federation, Role
+from gateway.services.audit import AuditServicer
+from gateway.services.auth import ReadAuthenticator
 from gateway.services.errors import ErrorInterceptor
 from gateway.services.exchange import ExchangeServicer
 from gateway.services.registry import RegistryServicer
+from gateway.store.audit_reads import AuditStore
 from gateway.store.engine import Engines
 from gateway.store.reads import ReadStore
 from gateway.store.sequencer import Sequencer
@@ -32,6 +43,7 @@ CHINA = ZoneInfo("Asia/Shanghai")
 SERVICE_NAMES = (
     exchange_pb2.DESCRIPTOR.services_by_name["ExchangeService"].full_name,
     registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
 )
 # Above our own envelope limit so an oversized envelope gets a precise
 # INVALID_ARGUMENT from the pipeline instead of gRPC's bare RESOURCE_EXHAUSTED.
@@ -61,6 +73,7 @@ class Gateway:
     port: int
     sequencer: Sequencer
     pipeline: Pipeline
+    checkpointer: Checkpointer
     health: health.HealthServicer
     verify_pool: ThreadPoolExecutor
     _stopped: threading.Event = field(default_factory=threading.Event)
@@ -77,6 +90,11 @@ class Gateway:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         self.sequencer.stop()
+        self.checkpointer.stop()
+        try:
+            self.checkpointer.checkpoint_now()  # a last checkpoint covering everything committed
+        except Exception:
+            log.exception("final checkpoint failed")
         self.verify_pool.shutdown(wait=False)
 
     def wait(self) -> None:
@@ -93,6 +111,7 @@ def start_gateway(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     limits: Limits | None = None,
     tls: tuple[bytes, bytes] | None = None,
+    checkpoint_interval: float = 10.0,
 ) -> Gateway:
     """Start serving; ``tls`` is (certificate chain PEM, private key PEM) or None for plaintext."""
     check_gateway_key(federation, gateway_key)
@@ -119,6 +138,19 @@ def start_gateway(
         server,
     )
     registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(federation), server)
+    checkpointer = Checkpointer(
+        engines,
+        key=gateway_key,
+        origin=f"{federation.name}/exchange-log",
+        clock=clock,
+        interval=checkpoint_interval,
+    )
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(
+        AuditServicer(
+            store=AuditStore(engines), auth=ReadAuthenticator(federation, clock=clock), federation=federation
+        ),
+        server,
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):
@@ -134,12 +166,14 @@ def start_gateway(
         sequencer.stop()
         raise ConfigError(f"cannot listen on {address}")
     server.start()
+    checkpointer.start()
     log.info("mrx gateway listening on port %d (%s)", port, engines.dialect)
     return Gateway(
         server=server,
         port=port,
         sequencer=sequencer,
         pipeline=pipeline,
+        checkpointer=checkpointer,
         health=health_servicer,
         verify_pool=verify_pool,
     )

@@ -65,23 +65,49 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
         # generator answers in order as commits land.
         verified: queue.Queue[Any] = queue.Queue(maxsize=STREAM_WINDOW)
         committed: queue.Queue[Any] = queue.Queue(maxsize=STREAM_WINDOW)
+        # Set when the RPC ends for any reason: a cancelled client stops draining the
+        # queues, and the helper threads must not stay blocked on them forever.
+        ended = threading.Event()
+        context.add_callback(ended.set)
+
+        def put(q: queue.Queue[Any], item: Any) -> bool:
+            while not ended.is_set():
+                try:
+                    q.put(item, timeout=0.5)
+                    return True
+                except queue.Full:
+                    continue
+            return False
 
         def read() -> None:
             try:
                 for request in request_iterator:
-                    verified.put(self._verify_pool.submit(self._pipeline.verify, request.envelope))
+                    if not put(verified, self._verify_pool.submit(self._pipeline.verify, request.envelope)):
+                        return
             except Exception:  # the client went away mid-stream; answer what was read
                 log.debug("stream reader stopped", exc_info=True)
             finally:
-                verified.put(_DONE)
+                put(verified, _DONE)
 
         def forward() -> None:
-            while (item := verified.get()) is not _DONE:
+            while True:
                 try:
-                    committed.put(self._pipeline.sequencer.submit(item.result()))
+                    item = verified.get(timeout=0.5)
+                except queue.Empty:
+                    if ended.is_set():
+                        return
+                    continue
+                if item is _DONE:
+                    break
+                try:
+                    # Already-verified items are still committed after a cancel: the
+                    # client may retry them and will then get the original receipt.
+                    result: Any = self._pipeline.sequencer.submit(item.result())
                 except Exception as exc:
-                    committed.put(exc)
-            committed.put(_DONE)
+                    result = exc
+                if not put(committed, result):
+                    return
+            put(committed, _DONE)
 
         threading.Thread(target=read, name="mrx-stream-read", daemon=True).start()
         threading.Thread(target=forward, name="mrx-stream-forward", daemon=True).start()

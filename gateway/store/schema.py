@@ -37,6 +37,9 @@ exchanges = Table(
     Column("kind", Integer, nullable=False),
     Column("record_key", String(200), nullable=False),
     Column("record_version", BigInteger, nullable=False),
+    # Participant named as the record's issuer (who may publish it); decides which
+    # secretariats and provinces may see the exchange.
+    Column("subject_issuer", String(16), nullable=False),
     Column("outcome", SmallInteger, nullable=False),  # envelope_pb2.Outcome
     Column("reason", String(64), nullable=False),  # "" when accepted
     Column("envelope_sha256", LargeBinary(32), nullable=False),
@@ -45,6 +48,8 @@ exchanges = Table(
     # signs it on the way out; Ed25519 is deterministic, so a resubmission gets the
     # byte-identical receipt back without storing the signature.
     Column("receipt", LargeBinary, nullable=True),
+    # The audit-log leaf (serialized mrx.v1.ExchangeLeaf) exactly as hashed.
+    Column("leaf", LargeBinary, nullable=False),
 )
 # Message ids are consumed only by accepted submissions: a refused message may be
 # corrected and sent again under the same id.
@@ -57,6 +62,30 @@ Index(
     postgresql_where=exchanges.c.outcome == 1,
 )
 Index("ix_exchanges_envelope_sha256", exchanges.c.envelope_sha256)
+Index("ix_exchanges_sender", exchanges.c.sender, exchanges.c.log_index)
+Index("ix_exchanges_subject_issuer", exchanges.c.subject_issuer, exchanges.c.log_index)
+Index("ix_exchanges_received_at", exchanges.c.received_at_us)
+
+# Perfect subtrees of the RFC 6962 tree over the exchange log: node (level, idx) covers
+# leaves [idx * 2**level, (idx + 1) * 2**level). Written once, when complete, in the
+# same transaction as the leaves, so any proof is a handful of primary-key reads.
+merkle_nodes = Table(
+    "merkle_nodes",
+    metadata,
+    Column("level", SmallInteger, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+
+# Signed checkpoints (tree size, root, time), newest is the one served.
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root_hash", LargeBinary(32), nullable=False),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("envelope", LargeBinary, nullable=False),
+)
 
 # Current state of each certificate (the latest accepted version).
 certificates = Table(

@@ -25,10 +25,13 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, insert, select, text, update
 
+from gateway.audit.merkle import CompactRange, leaf_hash
+from gateway.crypto.dsse import sha256
 from gateway.domain.certificates import Certificate, CertState, check_transition
 from gateway.domain.errors import AlreadyExists, FailedPrecondition, MrxError, PermissionDenied, Unavailable
-from gateway.pb import envelope_pb2
+from gateway.pb import audit_pb2, envelope_pb2
 from gateway.store.engine import Engines
+from gateway.store.merkle import SqlNodeReader, insert_nodes
 from gateway.store.schema import certificate_versions, certificates, exchanges
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,7 @@ class Pending:
     kind: int
     record_key: str
     record_version: int
+    subject_issuer: str
     certificate: Certificate | None
     # Decided before the replay check (freshness): an identical resubmission still
     # gets its original receipt, a reused id with a stale clock is reported as stale.
@@ -92,6 +96,9 @@ class Sequencer:
         self._thread = threading.Thread(target=self._run, name="mrx-sequencer", daemon=True)
         self.batches = 0
         self.committed = 0
+        # The right frontier of the Merkle tree after the last commit. Reloaded (one
+        # SELECT) whenever the log grew elsewhere, i.e. another replica appended.
+        self._frontier: CompactRange | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -126,6 +133,7 @@ class Sequencer:
             try:
                 outcomes = self._commit(batch)
             except Exception:
+                self._frontier = None
                 # Nothing of this batch is committed, so a retry is safe.
                 log.exception("commit of %d submissions failed", len(batch))
                 for item in batch:
@@ -145,13 +153,16 @@ class Sequencer:
 
     def _commit(self, batch: list[Pending]) -> list[Accepted | MrxError]:
         now = self._clock()
-        now_us = _us(now)
         with self._engines.writer.begin() as conn:
             if self._engines.dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOG_LOCK_ID})
             next_index = (
                 conn.execute(select(func.coalesce(func.max(exchanges.c.log_index), -1))).scalar_one() + 1
             )
+            frontier = self._frontier
+            if frontier is None or frontier.size != next_index:
+                frontier = CompactRange.from_store(next_index, SqlNodeReader(conn))
+            nodes: list[tuple[tuple[int, int], bytes]] = []
             by_digest, used_ids, certs = self._load_state(conn, batch)
 
             outcomes: list[Accepted | MrxError] = []
@@ -168,7 +179,9 @@ class Sequencer:
                 error = self._decide(item, used_ids, certs)
                 if error is not None:
                     error.metadata["log_index"] = str(index)
-                    log_rows.append(self._log_row(item, index, now_us, REFUSED, error.reason, None))
+                    row = self._log_row(item, index, now, REFUSED, error.reason, None)
+                    nodes += frontier.append(leaf_hash(row["leaf"]))
+                    log_rows.append(row)
                     outcomes.append(error)
                     continue
                 receipt = envelope_pb2.Receipt(
@@ -183,7 +196,9 @@ class Sequencer:
                 )
                 receipt.received_at.FromDatetime(now)
                 payload = receipt.SerializeToString(deterministic=True)
-                log_rows.append(self._log_row(item, index, now_us, ACCEPTED, "", payload))
+                row = self._log_row(item, index, now, ACCEPTED, "", payload)
+                nodes += frontier.append(leaf_hash(row["leaf"]))
+                log_rows.append(row)
                 by_digest[item.envelope_sha256] = (index, payload)
                 used_ids.add((item.sender, item.message_id))
                 cert = item.certificate
@@ -208,9 +223,11 @@ class Sequencer:
 
             if log_rows:
                 conn.execute(insert(exchanges), log_rows)
+                insert_nodes(conn, nodes)
             if version_rows:
                 conn.execute(insert(certificate_versions), version_rows)
             self._write_certificates(conn, touched, certs)
+        self._frontier = frontier
         return outcomes
 
     def _decide(
@@ -322,11 +339,27 @@ class Sequencer:
 
     @staticmethod
     def _log_row(
-        item: Pending, index: int, now_us: int, outcome: int, reason: str, receipt: bytes | None
+        item: Pending, index: int, now: datetime, outcome: int, reason: str, receipt: bytes | None
     ) -> dict[str, Any]:
+        leaf = audit_pb2.ExchangeLeaf(
+            log_index=index,
+            envelope_sha256=item.envelope_sha256,
+            sender=item.sender,
+            message_id=item.message_id,
+            kind=item.kind,  # type: ignore[arg-type]
+            record_key=item.record_key,
+            record_version=item.record_version,
+            subject_issuer=item.subject_issuer,
+            outcome=outcome,  # type: ignore[arg-type]
+            reason=reason,
+            receipt_sha256=sha256(receipt) if receipt is not None else b"",
+        )
+        leaf.received_at.FromDatetime(now)
         return {
             "log_index": index,
-            "received_at_us": now_us,
+            "received_at_us": _us(now),
+            "subject_issuer": item.subject_issuer,
+            "leaf": leaf.SerializeToString(deterministic=True),
             "sender": item.sender,
             "message_id": item.message_id,
             "kind": item.kind,

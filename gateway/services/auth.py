@@ -1,0 +1,132 @@
+"""Authenticating readers by signature, and what each principal may see.
+
+A read carries four metadata entries (see proto/mrx/v1/audit.proto): the principal,
+its key id, the time of signing and a signature over
+PAE(READ_REQUEST_PAYLOAD_TYPE, "<full method>\\n<signed-at>\\n" || SHA-256(request)).
+Binding the method and the request digest means a captured signature cannot be
+replayed against another call; the freshness window bounds how long it can be replayed
+against the same one (reads are idempotent, so that is harmless).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import grpc
+from google.protobuf.message import Message
+
+from gateway.crypto.dsse import sha256
+from gateway.crypto.suites import PrivateKey, pae
+from gateway.domain.errors import PermissionDenied, Unauthenticated
+from gateway.registry.federation import Federation, Participant, Role
+
+READ_REQUEST_PAYLOAD_TYPE = "application/vnd.mrx.read-request.v1"
+MD_PRINCIPAL = "x-mrx-principal"
+MD_KEYID = "x-mrx-keyid"
+MD_SIGNED_AT = "x-mrx-signed-at"
+MD_SIGNATURE = "x-mrx-signature-bin"
+
+
+def read_signing_input(method: str, signed_at: str, request: Message) -> bytes:
+    digest = sha256(request.SerializeToString(deterministic=True))
+    return pae(READ_REQUEST_PAYLOAD_TYPE, f"{method}\n{signed_at}\n".encode() + digest)
+
+
+def sign_read(
+    *, signer: PrivateKey, principal: str, method: str, request: Message, now: datetime | None = None
+) -> list[tuple[str, str | bytes]]:
+    """The metadata a reader attaches to one call."""
+    signed_at = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    signature = signer.sign(read_signing_input(method, signed_at, request))
+    return [
+        (MD_PRINCIPAL, principal),
+        (MD_KEYID, signer.keyid),
+        (MD_SIGNED_AT, signed_at),
+        (MD_SIGNATURE, signature),
+    ]
+
+
+@dataclass(frozen=True)
+class Principal:
+    participant: Participant
+    # Participants whose exchanges this principal may see; None means every one.
+    parties: frozenset[str] | None
+
+    @property
+    def code(self) -> str:
+        return self.participant.code
+
+    def sees(self, *codes: str) -> bool:
+        return self.parties is None or any(c in self.parties for c in codes)
+
+    def require_scope(self, codes: Sequence[str], what: str) -> None:
+        if self.parties is not None and not set(codes) <= self.parties:
+            raise PermissionDenied(
+                f"{self.code} may not read {what}: its scope is " + ", ".join(sorted(self.parties)),
+                reason="OUTSIDE_SCOPE",
+                metadata={"principal": self.code},
+            )
+
+
+class ReadAuthenticator:
+    def __init__(self, federation: Federation, *, clock: Callable[[], datetime]):
+        self._federation = federation
+        self._clock = clock
+
+    def authenticate(self, context: grpc.ServicerContext, method: str, request: Message) -> Principal:
+        md: dict[str, str | bytes] = {}
+        for item in context.invocation_metadata() or ():
+            md[item.key] = item.value
+        missing = [k for k in (MD_PRINCIPAL, MD_KEYID, MD_SIGNED_AT, MD_SIGNATURE) if k not in md]
+        if missing:
+            raise Unauthenticated(
+                "audit reads must be signed; missing metadata " + ", ".join(missing),
+                reason="MISSING_CREDENTIALS",
+            )
+        principal, keyid, signed_at, signature = (
+            str(md[MD_PRINCIPAL]),
+            str(md[MD_KEYID]),
+            str(md[MD_SIGNED_AT]),
+            md[MD_SIGNATURE],
+        )
+        now = self._clock()
+        key = self._federation.key_for_signature(keyid, at=now)
+        if key.owner != principal:
+            raise Unauthenticated(
+                f"key {keyid} does not belong to {principal[:32]!r}",
+                reason="SENDER_NOT_KEY_OWNER",
+                metadata={"keyid": keyid},
+            )
+        try:
+            when = datetime.fromisoformat(signed_at.replace("Z", "+00:00"))
+        except ValueError:
+            raise Unauthenticated(
+                f"{MD_SIGNED_AT} is not an RFC 3339 time", reason="BAD_CREDENTIALS"
+            ) from None
+        window = self._federation.freshness_window
+        if when.tzinfo is None or abs(now - when) > window:
+            raise Unauthenticated(
+                f"the read signature was made at {signed_at}, outside {window.total_seconds():.0f} s of the "
+                f"gateway clock ({now.isoformat(timespec='seconds')})",
+                reason="STALE_CREDENTIALS",
+            )
+        if not isinstance(signature, bytes) or not key.public_key.verify(
+            read_signing_input(method, signed_at, request), signature
+        ):
+            raise Unauthenticated(f"read signature does not verify with key {keyid}", reason="BAD_SIGNATURE")
+        participant = self._federation.participants[key.owner]
+        return Principal(participant, self._parties(participant))
+
+    def _parties(self, participant: Participant) -> frozenset[str] | None:
+        if participant.role is Role.GATEWAY:
+            return None
+        if participant.role is Role.SECRETARIAT:
+            return frozenset(
+                m
+                for a in self._federation.alliances.values()
+                if a.secretariat == participant.code
+                for m in a.members
+            )
+        return frozenset({participant.code})
