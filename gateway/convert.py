@@ -7,15 +7,33 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from gateway.domain.certificates import Certificate, build_certificate
+from gateway.domain.errors import FieldViolation, InvalidArgument
 from gateway.pb import records_pb2
+
+
+def timestamp_to_datetime(ts: Timestamp, *, field: str) -> datetime:
+    """A Timestamp as an aware UTC datetime; INVALID_ARGUMENT when outside years 1-9999."""
+    try:
+        return ts.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(
+            f"{field}: outside the range a timestamp may take (years 1-9999)",
+            violations=[FieldViolation(field, "outside years 1-9999")],
+        ) from None
 
 
 def certificate_from_proto(
     msg: records_pb2.CertificateStatus, *, field_prefix: str
 ) -> tuple[Certificate, list[str]]:
     """Validate and convert; raises InvalidArgument listing every bad field."""
-    effective_at = msg.effective_at.ToDatetime(tzinfo=UTC) if msg.HasField("effective_at") else None
+    effective_at = (
+        timestamp_to_datetime(msg.effective_at, field=f"{field_prefix}.effective_at")
+        if msg.HasField("effective_at")
+        else None
+    )
     return build_certificate(
         certificate_number=msg.certificate_number,
         scheme=msg.scheme,

@@ -2,8 +2,9 @@
 
 Checks run in this order; the first failure decides the answer:
 
-  size -> envelope shape -> key known, valid and not revoked -> signature
-  -> sender owns the key                    (refused here; not an exchange-log entry)
+  size -> envelope shape -> key known and not revoked -> signature
+  -> payload parses, sender owns the key, key valid at the signed created_at
+                                            (refused here; not an exchange-log entry)
   -> freshness of created_at                (early refusal, logged)
   -> replay: message id unique per sender   (in the sequencer, logged)
   -> authorization: sender issued the record, sender may write  (late refusal, logged)
@@ -13,7 +14,9 @@ Checks run in this order; the first failure decides the answer:
 
 Anything refused before the signature is proven cannot be attributed to a participant,
 so it is counted in metrics but never enters the log: otherwise anyone could fill the
-secretariats' audit log with noise under someone else's name.
+secretariats' audit log with noise under someone else's name. The same holds for a
+payload that does not parse or whose header names a sender other than the key's owner:
+there is no authenticated sender and message id to log it under.
 
 An identical resubmission is recognised by its envelope digest before freshness is
 judged, so a client that retries after a lost reply gets the original receipt even when
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -32,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 
 from google.protobuf.message import DecodeError
 
-from gateway.convert import certificate_from_proto
+from gateway.convert import certificate_from_proto, timestamp_to_datetime
 from gateway.crypto.dsse import RECEIPT_PAYLOAD_TYPE, SUBMISSION_PAYLOAD_TYPE, sha256, sign_envelope
 from gateway.crypto.suites import PrivateKey, Suite, pae
 from gateway.domain.certificates import Certificate, Scheme
@@ -113,7 +117,7 @@ class Pipeline:
             )
         self._check_shape(envelope)
         sig = envelope.signatures[0]
-        key = self.federation.key_for_signature(sig.keyid, at=now)
+        key = self.federation.known_key(sig.keyid)
         try:
             suite = Suite.from_proto(sig.suite)
         except ValueError:
@@ -151,7 +155,19 @@ class Pipeline:
                 "header.message_id must be 1-128 characters of A-Z a-z 0-9 . _ : -",
                 violations=[FieldViolation("header.message_id", "1-128 characters of A-Z a-z 0-9 . _ : -")],
             )
-        return self._classify(submission, raw, now)
+        # Validity is judged at the signer's own created_at, now that the signature
+        # proves it is theirs: a message signed just before a key expired and delivered
+        # just after is still good. Freshness (below) bounds how far created_at may
+        # stray from the gateway clock, so this never stretches a validity by more
+        # than the window. Without created_at, the gateway clock stands in and the
+        # missing field is reported with the other violations.
+        created = (
+            timestamp_to_datetime(header.created_at, field="header.created_at")
+            if header.HasField("created_at")
+            else now
+        )
+        self.federation.check_validity(key, at=created)
+        return self._classify(submission, raw, now, created)
 
     @staticmethod
     def _check_shape(envelope: envelope_pb2.Envelope) -> None:
@@ -173,7 +189,9 @@ class Pipeline:
                 violations=violations,
             )
 
-    def _classify(self, submission: records_pb2.Submission, raw: bytes, now: datetime) -> Pending:
+    def _classify(
+        self, submission: records_pb2.Submission, raw: bytes, now: datetime, created: datetime
+    ) -> Pending:
         """Decide the refusals that need no stored state; the sequencer does the rest."""
         header = submission.header
         record_field = submission.WhichOneof("record")
@@ -184,13 +202,13 @@ class Pipeline:
             sender=header.sender,
             message_id=header.message_id,
             kind=int(header.kind),
-            record_key=_record_key(cert_msg) if record_field == "certificate_status" else "",
+            record_key=_loggable(_record_key(cert_msg), 200) if record_field == "certificate_status" else "",
             record_version=min(cert_msg.version, 2**63 - 1),
             # Bounded like record_key: a refused record may name any string as issuer.
-            subject_issuer=cert_msg.issuer[:16],
+            subject_issuer=_loggable(cert_msg.issuer, 16),
             certificate=None,
         )
-        item.early_refusal = self._freshness(header, now)
+        item.early_refusal = self._freshness(header, now, created)
         try:
             cert, warnings = self._authorize_and_validate(submission)
         except MrxError as err:
@@ -200,10 +218,11 @@ class Pipeline:
             item.warnings = tuple(warnings)
         return item
 
-    def _freshness(self, header: records_pb2.SubmissionHeader, now: datetime) -> MrxError | None:
+    def _freshness(
+        self, header: records_pb2.SubmissionHeader, now: datetime, created: datetime
+    ) -> MrxError | None:
         if not header.HasField("created_at"):
             return None  # reported with the other field violations
-        created = header.created_at.ToDatetime(tzinfo=UTC)
         window = self.federation.freshness_window
         skew = (now - created).total_seconds()
         if abs(skew) <= window.total_seconds():
@@ -260,6 +279,15 @@ class Pipeline:
                 metadata={"issuer": msg.issuer, "sender": header.sender},
             )
         return certificate_from_proto(msg, field_prefix="certificate_status")
+
+
+def _loggable(text: str, limit: int) -> str:
+    """A refused record's string made safe to store: bounded, control characters replaced.
+
+    Such strings come from a signed but unvalidated record; PostgreSQL refuses NUL in
+    text, and one bad row must not fail the transaction its whole batch shares.
+    """
+    return "".join("\ufffd" if unicodedata.category(ch) in ("Cc", "Cs") else ch for ch in text[:limit])
 
 
 def _record_key(msg: records_pb2.CertificateStatus) -> str:

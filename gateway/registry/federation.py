@@ -157,13 +157,18 @@ class Federation:
         """The key to verify a new signature with, claimed to be made at ``at``.
 
         Raises Unauthenticated with reason UNKNOWN_KEY, KEY_REVOKED, KEY_NOT_YET_VALID or
-        KEY_EXPIRED. A revoked key is refused whatever ``at`` says: ``at`` is the
-        signer's own claim (the submission's created_at), and after a revocation --
-        typically a suspected compromise -- whoever holds the key can claim any time,
-        so a backdated message would otherwise pass. Receipts already issued stay
-        checkable through ``keys``; this method is only for accepting new messages.
+        KEY_EXPIRED: ``known_key`` followed by ``check_validity``.
         """
-        _require_aware(at)
+        return self.check_validity(self.known_key(keyid), at=at)
+
+    def known_key(self, keyid: str) -> KeyRecord:
+        """The registered, unrevoked key ``keyid`` (UNKNOWN_KEY, KEY_REVOKED otherwise).
+
+        A revoked key is refused whatever time a message claims: after a revocation --
+        typically a suspected compromise -- whoever holds the key can claim any time, so a
+        backdated message would otherwise pass. Receipts already issued stay checkable
+        through ``keys``; this method is only for accepting new messages.
+        """
         record = self.keys.get(keyid)
         if record is None:
             raise Unauthenticated(
@@ -177,16 +182,23 @@ class Federation:
             if record.revoked_at is not None:
                 metadata["revoked_at"] = format_time(record.revoked_at)
             raise Unauthenticated(f"key {keyid} was revoked{when}", reason="KEY_REVOKED", metadata=metadata)
+        return record
+
+    @staticmethod
+    def check_validity(record: KeyRecord, *, at: datetime) -> KeyRecord:
+        """Refuse a signature made (by its own signed claim) outside the key's validity."""
+        _require_aware(at)
+        keyid = record.keyid
         if at < record.not_before:
             raise Unauthenticated(
                 f"key {keyid} is not valid before {format_time(record.not_before)}"
-                f" (message created {format_time(at)})",
+                f" (signed at {format_time(at)})",
                 reason="KEY_NOT_YET_VALID",
                 metadata={"keyid": keyid, "not_before": format_time(record.not_before)},
             )
         if record.not_after is not None and at >= record.not_after:
             raise Unauthenticated(
-                f"key {keyid} expired on {format_time(record.not_after)} (message created {format_time(at)})",
+                f"key {keyid} expired on {format_time(record.not_after)} (signed at {format_time(at)})",
                 reason="KEY_EXPIRED",
                 metadata={"keyid": keyid, "not_after": format_time(record.not_after)},
             )

@@ -141,8 +141,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
             violations.append(FieldViolation("scheme", f"unknown scheme {request.scheme}"))
         if not request.certificate_number:
             violations.append(FieldViolation("certificate_number", "required"))
-        elif len(request.certificate_number) > 64:
-            violations.append(FieldViolation("certificate_number", "at most 64 characters"))
+        violations += _text_violations(certificate_number=request.certificate_number)
         if violations:
             raise InvalidArgument(
                 f"{violations[0].field}: {violations[0].description}", violations=violations
@@ -165,6 +164,11 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
             violations.append(FieldViolation("scheme", f"unknown scheme {request.scheme}"))
         if request.state and request.state not in CertState._value2member_map_:
             violations.append(FieldViolation("state", f"unknown state {request.state}"))
+        violations += _text_violations(
+            holder_credit_code=request.holder_credit_code,
+            issuing_body=request.issuing_body,
+            issuer=request.issuer,
+        )
         if violations:
             raise InvalidArgument(
                 f"{violations[0].field}: {violations[0].description}", violations=violations
@@ -198,6 +202,20 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
         return view
 
 
+MAX_FILTER_LEN = 64
+
+
+def _text_violations(**fields: str) -> list[FieldViolation]:
+    """Lookup strings: bounded and free of control characters (PostgreSQL refuses NUL)."""
+    found = []
+    for name, value in fields.items():
+        if len(value) > MAX_FILTER_LEN:
+            found.append(FieldViolation(name, f"at most {MAX_FILTER_LEN} characters"))
+        elif any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+            found.append(FieldViolation(name, "must not contain control characters"))
+    return found
+
+
 def _filter_digest(flt: CertificateFilter) -> str:
     raw = json.dumps([flt.holder_credit_code, flt.issuing_body, flt.issuer, flt.scheme, flt.state])
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
@@ -221,6 +239,7 @@ def _decode_token(token: str, flt: CertificateFilter) -> tuple[int, str]:
         scheme, number, digest = int(data["s"]), str(data["n"]), str(data["f"])
     except (ValueError, KeyError, TypeError):
         raise bad from None
-    if digest != _filter_digest(flt):
+    # Tokens are not secret, so check the cursor as strictly as any other input.
+    if digest != _filter_digest(flt) or scheme not in Scheme._value2member_map_ or _text_violations(n=number):
         raise bad
     return scheme, number

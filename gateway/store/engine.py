@@ -107,7 +107,11 @@ def open_engines(url: str) -> Engines:
         raise StoreError(
             f"unsupported database backend {parsed.get_backend_name()!r}; use sqlite or postgresql"
         )
-    ensure_schema(engines)
+    try:
+        ensure_schema(engines)
+    except BaseException:
+        engines.dispose()
+        raise
     return engines
 
 
