@@ -7,14 +7,20 @@ import logging
 import os
 import signal
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from gateway.crypto.suites import PrivateKey, Suite
 from gateway.registry.federation import FederationError, load_federation
 from gateway.registry.keygen import generate_participant_key
 from gateway.store.engine import StoreError, open_engines, resolve_database_url
+
+if TYPE_CHECKING:
+    import grpc
+
+    from gateway.client import AuditClient
 
 ENV_FEDERATION_DIR = "MRX_FEDERATION_DIR"
 REPO_KEYS = Path(__file__).resolve().parent.parent / "keys"
@@ -91,6 +97,204 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(database=args.database, template=args.federation, keep=args.keep, out=sys.stdout)
 
 
+# --- mrx audit ---------------------------------------------------------------------------
+
+
+def _when(text: str) -> datetime:
+    """--from/--to: an RFC 3339 time with an offset, or a date (midnight in China)."""
+    # A bare date is a calendar day in China, the gateway's "today" for certificate dates.
+    from gateway.server import CHINA
+
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), time(), CHINA).astimezone(UTC)
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a date nor an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has no UTC offset; write e.g. {text}+08:00 or {text}Z (a bare date means China time)"
+        )
+    return parsed.astimezone(UTC)
+
+
+def _audit_client(args: argparse.Namespace) -> AuditClient:
+    import grpc
+
+    from gateway.client import AuditClient
+
+    credentials = None
+    if args.tls_ca is not None:
+        credentials = grpc.ssl_channel_credentials(root_certificates=args.tls_ca.read_bytes())
+    return AuditClient(
+        args.address,
+        principal=args.principal,
+        signer=PrivateKey.load(args.key, keyid=args.keyid),
+        credentials=credentials,
+        timeout=args.timeout,
+    )
+
+
+def _gateway_failure(exc: grpc.RpcError, address: str) -> int:
+    from gateway.client import Refusal
+
+    refusal = Refusal.from_rpc_error(exc)
+    if refusal.code.name in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+        print(f"mrx: cannot reach the gateway at {address}: {refusal.message}", file=sys.stderr)
+    else:
+        print(f"mrx: the gateway refused: {refusal}", file=sys.stderr)
+    return 2
+
+
+def _cmd_audit_export(args: argparse.Namespace) -> int:
+    import grpc
+
+    from gateway.audit.bundle import export_bundle, verify_bundle
+
+    if args.output.exists() and not args.force:
+        raise FileExistsError(f"refusing to overwrite {args.output} (use --force)")
+    try:
+        with _audit_client(args) as client:
+            data, notes = export_bundle(
+                client,
+                gateway=args.address,
+                alliance=args.alliance or "",
+                participant=args.participant or "",
+                received_from=args.received_from,
+                received_to=args.received_to,
+            )
+    except grpc.RpcError as exc:
+        return _gateway_failure(exc, args.address)
+    tmp = args.output.with_name(f".{args.output.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, args.output)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    # The self-check is what a recipient will run; a bundle that fails it is still written,
+    # because a gateway serving data that does not verify is exactly what auditors need kept.
+    result = verify_bundle(data)
+    print(f"wrote {args.output} ({len(data)} bytes)")
+    for line in result.summary_lines():
+        print(f"  {line}")
+    for problem in result.problems:
+        print(f"FAIL {problem}")
+    return 0 if result.ok else 1
+
+
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    from gateway.audit.bundle import TrustedKey, load_public_key_pem, trusted_from_federation, verify_bundle
+
+    gateway_keys = None
+    signer_keys = None
+    if args.gateway_key is not None:
+        gateway_keys = [TrustedKey(None, load_public_key_pem(args.gateway_key.read_bytes()))]
+    elif args.federation is not None:
+        gateway_keys, signer_keys = trusted_from_federation(load_federation(args.federation))
+    result = verify_bundle(args.bundle.read_bytes(), gateway_keys=gateway_keys, signer_keys=signer_keys)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for problem in result.problems:
+        print(f"FAIL {problem}")
+    print(f"{args.bundle}:")
+    for line in result.summary_lines():
+        print(f"  {line}")
+    return 0 if result.ok else 1
+
+
+def _cmd_audit_watch(args: argparse.Namespace) -> int:
+    import grpc
+
+    from gateway.audit.watch import EXIT_ERROR, WatchStateError, watch_loop, watch_once
+
+    pinned = None
+    if args.federation is not None:
+        federation = load_federation(args.federation)
+        pinned = {k.keyid: k.public_key for k in federation.keys_of(federation.gateway_code)}
+    try:
+        with _audit_client(args) as client:
+
+            def one_round() -> int:
+                return watch_once(
+                    client,
+                    args.state,
+                    gateway=args.address,
+                    out=sys.stdout,
+                    err=sys.stderr,
+                    pinned_keys=pinned,
+                )
+
+            if args.once:
+                return one_round()
+            return watch_loop(one_round, interval=args.interval, err=sys.stderr)
+    except WatchStateError as exc:
+        print(
+            f"mrx: {exc}; fix or move the file (starting over would forget the pinned history)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    except grpc.RpcError as exc:
+        return _gateway_failure(exc, args.address)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _add_audit_client_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", default="127.0.0.1:7443", help="gateway host:port (default %(default)s)")
+    parser.add_argument("--principal", required=True, help="who reads, e.g. YRD-SEC")
+    parser.add_argument("--key", type=Path, required=True, help="the principal's private key (PEM)")
+    parser.add_argument("--keyid", required=True, help="its key id in the federation, e.g. YRD-SEC/2026-01")
+    parser.add_argument("--tls-ca", type=Path, help="CA certificate(s) to trust (PEM); enables TLS")
+    parser.add_argument("--timeout", type=float, default=30.0, help="per-call timeout in seconds")
+
+
+def _add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit = sub.add_parser("audit", help="export, verify and watch the audit log (docs/audit.md)")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+
+    export = audit_sub.add_parser(
+        "export", help="write a self-contained bundle of the exchanges you may see, with proofs"
+    )
+    _add_audit_client_args(export)
+    scope = export.add_mutually_exclusive_group()
+    scope.add_argument("--alliance", help="exchanges involving members of this alliance, e.g. YRD")
+    scope.add_argument("--participant", help="exchanges sent by or about this participant, e.g. CN-JS")
+    export.add_argument(
+        "--from",
+        dest="received_from",
+        type=_when,
+        help="received at or after (ISO time with offset, or date)",
+    )
+    export.add_argument("--to", dest="received_to", type=_when, help="received before (exclusive)")
+    export.add_argument("-o", "--output", type=Path, required=True, help="bundle file to write")
+    export.add_argument("--force", action="store_true", help="overwrite an existing bundle file")
+    export.set_defaults(func=_cmd_audit_export)
+
+    verify = audit_sub.add_parser(
+        "verify", help="check a bundle offline: signatures and proofs (exit 1 on failure)"
+    )
+    verify.add_argument("bundle", type=Path)
+    pin = verify.add_mutually_exclusive_group()
+    pin.add_argument(
+        "--gateway-key", type=Path, help="the gateway's public key (PEM) to check the checkpoint with"
+    )
+    pin.add_argument("--federation", type=Path, help="federation directory whose keys to trust")
+    verify.set_defaults(func=_cmd_audit_verify)
+
+    watch = audit_sub.add_parser(
+        "watch", help="check that each new checkpoint extends the last one (exit 3: history rewritten)"
+    )
+    _add_audit_client_args(watch)
+    watch.add_argument("--state", type=Path, required=True, help="file keeping the last verified checkpoint")
+    watch.add_argument(
+        "--interval", type=float, default=60.0, help="seconds between rounds (default %(default)s)"
+    )
+    watch.add_argument("--once", action="store_true", help="one round, then exit (for cron and tests)")
+    watch.add_argument(
+        "--federation", type=Path, help="pin the gateway keys from this federation directory on the first run"
+    )
+    watch.set_defaults(func=_cmd_audit_watch)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mrx", description="mutual-recognition exchange gateway")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
@@ -143,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--not-before", help="ISO time the key becomes valid (default now)")
     gen.add_argument("--valid-days", type=int, default=730)
     gen.set_defaults(func=_cmd_keys_generate)
+
+    _add_audit_parser(sub)
     return parser
 
 

@@ -27,12 +27,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
 from gateway.audit import merkle
 from gateway.audit.checkpoints import CHECKPOINT_PAYLOAD_TYPE
+from gateway.client import AuditClient
 from gateway.crypto.dsse import SUBMISSION_PAYLOAD_TYPE, sha256
 from gateway.crypto.suites import PublicKey, Suite, pae
 from gateway.pb import audit_pb2, envelope_pb2, records_pb2, registry_pb2
@@ -44,10 +45,20 @@ VERSION = 1
 PARTS = ("export", "checkpoint", "gateway_keys", "signer_keys", "entries")
 TOP_LEVEL = ("format", "version", *PARTS, "sha256")
 
-_HEX32 = re.compile(r"^[0-9a-f]{64}$")
+_M = TypeVar("_M", bound=Message)
+_HEX32 = re.compile(r"[0-9a-f]{64}")
 # Every field in the file is ASCII (base64, hex, PEM, codes, RFC 3339 times); a byte
 # outside it is damage, and rejecting it early keeps positions in messages exact.
-_KEY_FIELDS = ("keyid", "owner", "suite", "public_key_pem", "not_before", "not_after", "revoked", "revoked_at")
+_KEY_FIELDS = (
+    "keyid",
+    "owner",
+    "suite",
+    "public_key_pem",
+    "not_before",
+    "not_after",
+    "revoked",
+    "revoked_at",
+)
 _ENTRY_FIELDS = ("log_index", "leaf", "envelope", "proof")
 _CHECKPOINT_FIELDS = ("envelope", "origin", "tree_size", "root_hash", "timestamp")
 _EXPORT_FIELDS = ("exported_by", "exported_at", "gateway", "filters", "tool")
@@ -158,12 +169,8 @@ def encode_bundle(
     entries: Sequence[BundleEntry],
 ) -> bytes:
     """The bundle file's bytes."""
-    payload = audit_pb2.Checkpoint()
-    try:
-        payload.ParseFromString(checkpoint.payload)
-    except DecodeError:
-        # Written anyway: a gateway serving a broken checkpoint is what the bundle must show.
-        pass
+    # Written even if broken: a gateway serving a bad checkpoint is what the bundle must show.
+    payload = _decode(audit_pb2.Checkpoint, checkpoint.payload) or audit_pb2.Checkpoint()
     doc: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
@@ -174,9 +181,7 @@ def encode_bundle(
             "origin": payload.origin,
             "tree_size": payload.tree_size,
             "root_hash": payload.root_hash.hex(),
-            "timestamp": _time_text(payload.timestamp.ToDatetime(tzinfo=UTC))
-            if payload.HasField("timestamp")
-            else None,
+            "timestamp": _time_text(_when(payload, "timestamp")),
         },
         "gateway_keys": [k.to_json() for k in gateway_keys],
         "signer_keys": [k.to_json() for k in signer_keys],
@@ -237,7 +242,9 @@ class VerifyResult:
     def ok(self) -> bool:
         return not self.problems
 
-    def problem(self, part: str, message: str, *, entry: int | None = None, log_index: int | None = None) -> None:
+    def problem(
+        self, part: str, message: str, *, entry: int | None = None, log_index: int | None = None
+    ) -> None:
         self.problems.append(Problem(part, message, entry, log_index))
 
     def summary_lines(self) -> list[str]:
@@ -245,10 +252,15 @@ class VerifyResult:
         size = str(self.tree_size) if self.tree_size is not None else "(unknown)"
         when = _time_text(self.checkpoint_time) if self.checkpoint_time is not None else "(unknown)"
         signed = "verified" if self.checkpoint_verified else "NOT VERIFIED"
+        source = (
+            "with the pinned gateway key"
+            if self.gateway_key_source == "pinned"
+            else "with the bundle's own gateway key, not pinned"
+        )
         outcomes = ", ".join(f"{name.lower()} {n}" for name, n in sorted(self.outcomes.items())) or "none"
         lines = [
             f"checkpoint: tree size {size}, root {root}, time {when}, origin {self.origin!r}",
-            f"checkpoint signature: {signed} (gateway key from {self.gateway_key_source})",
+            f"checkpoint signature: {signed} ({source})",
             f"entries: {self.entries} ({outcomes}); {self.entries_verified} verified, "
             f"{self.entries - self.entries_verified} with problems",
         ]
@@ -275,9 +287,17 @@ class TrustedKey:
 
 
 def trusted_from_federation(federation: Federation) -> tuple[list[TrustedKey], dict[str, PublicKey]]:
-    """(gateway keys, every key by key id) from a federation directory the auditor holds."""
+    """(gateway keys, every key by key id) from a federation directory the auditor holds.
+
+    Revoked gateway keys are left out: a checkpoint's own timestamp cannot show it was
+    signed before a revocation, since whoever holds a compromised key can backdate it.
+    Revoked signer keys stay, because the gateway verified those signatures when they
+    were made and logged them under a tree that a trusted key signs.
+    """
     gateway = [
-        TrustedKey(r.keyid, r.public_key) for r in federation.keys.values() if r.owner == federation.gateway_code
+        TrustedKey(r.keyid, r.public_key)
+        for r in federation.keys.values()
+        if r.owner == federation.gateway_code and not r.revoked
     ]
     return gateway, {r.keyid: r.public_key for r in federation.keys.values()}
 
@@ -342,7 +362,9 @@ def _parse(data: bytes, result: VerifyResult) -> dict[str, Any] | None:
         result.problem("bundle", f"not a bundle: the top level is a JSON {_kind(doc)}, not an object")
         return None
     if doc.get("format") != FORMAT:
-        result.problem("format", f"is {_show(doc.get('format'))}, expected {FORMAT!r}: not an mrx audit bundle")
+        result.problem(
+            "format", f"is {_show(doc.get('format'))}, expected {FORMAT!r}: not an mrx audit bundle"
+        )
         return None
     if doc.get("version") != VERSION or isinstance(doc.get("version"), bool):
         result.problem("version", f"is {_show(doc.get('version'))}; this verifier reads version {VERSION}")
@@ -375,6 +397,10 @@ class _Verifier:
         self.bundle_gateway: dict[str, tuple[int, BundleKey]] = {}
         self.bundle_signers: dict[str, tuple[int, BundleKey]] = {}
         self.filters: dict[str, Any] = {}
+        # (entry, log index, root its proof leads to) for proofs that miss the checkpoint's root.
+        self.missed: list[tuple[int, int, bytes]] = []
+        if gateway_keys is not None:
+            result.gateway_key_source = "pinned"
 
     def run(self) -> None:
         self.check_top_level()
@@ -382,15 +408,50 @@ class _Verifier:
         self.read_export()
         self.bundle_gateway = self.read_keys("gateway_keys")
         self.bundle_signers = self.read_keys("signer_keys")
+        self.compare_with_pins()
         root = self.check_checkpoint()
         self.check_entries(root)
+
+    def compare_with_pins(self) -> None:
+        """Bundle keys that contradict the keys the auditor trusts are findings in themselves."""
+        if self.pinned_gateway is None:
+            shown = ", ".join(
+                f"{keyid} sha256:{key.public_key.fingerprint()}"
+                for keyid, (_, key) in self.bundle_gateway.items()
+            )
+            self.r.warnings.append(
+                f"the gateway key was taken from the bundle itself ({shown or 'none listed'}): a forger "
+                "would ship their own; compare it with the federation file, or pass --federation or "
+                "--gateway-key to pin it"
+            )
+        pins = self.pinned_gateway
+        by_id = {k.keyid: k.public_key for k in pins or () if k.keyid is not None}
+        # A federation pins by key id (possibly none left, all revoked); a bare PEM pins none.
+        if pins is not None and all(k.keyid is not None for k in pins):
+            for keyid, (i, key) in self.bundle_gateway.items():
+                if keyid not in by_id:
+                    self.r.problem(
+                        f"gateway_keys[{i}] ({keyid})",
+                        "is not an unrevoked gateway key of the pinned federation",
+                    )
+                elif by_id[keyid] != key.public_key:
+                    self.r.problem(f"gateway_keys[{i}] ({keyid})", "differs from the pinned federation's key")
+        if self.pinned_signers is not None:
+            for keyid, (i, key) in self.bundle_signers.items():
+                pinned = self.pinned_signers.get(keyid)
+                if pinned is None:
+                    self.r.problem(f"signer_keys[{i}] ({keyid})", "is not in the pinned federation")
+                elif pinned != key.public_key:
+                    self.r.problem(f"signer_keys[{i}] ({keyid})", "differs from the pinned federation's key")
 
     # -- structure --
 
     def check_top_level(self) -> None:
         for name in self.doc:
             if name not in TOP_LEVEL:
-                self.r.problem(_key_path("", name), "unknown part; this verifier reads " + ", ".join(TOP_LEVEL))
+                self.r.problem(
+                    _key_path("", name), "unknown part; this verifier reads " + ", ".join(TOP_LEVEL)
+                )
         for name in TOP_LEVEL:
             if name not in self.doc:
                 self.r.problem(name, "missing")
@@ -405,7 +466,7 @@ class _Verifier:
             recorded = digests.get(part)
             if part not in self.doc:
                 continue
-            if not isinstance(recorded, str) or not _HEX32.match(recorded):
+            if not isinstance(recorded, str) or not _HEX32.fullmatch(recorded):
                 self.r.problem(f"sha256.{part}", "missing or not 64 lowercase hex characters")
                 continue
             if part_digest(self.doc[part]) != recorded:
@@ -459,7 +520,9 @@ class _Verifier:
             if key is None:
                 continue
             if key.keyid in keys:
-                self.r.problem(path, f"key id {key.keyid} is listed twice (also {part}[{keys[key.keyid][0]}])")
+                self.r.problem(
+                    path, f"key id {key.keyid} is listed twice (also {part}[{keys[key.keyid][0]}])"
+                )
                 continue
             keys[key.keyid] = (i, key)
         return keys
@@ -470,8 +533,11 @@ class _Verifier:
             return None
         _unknown(item, _KEY_FIELDS, path, self.r)
         keyid, owner, suite_text, pem = (item.get(n) for n in ("keyid", "owner", "suite", "public_key_pem"))
-        bad = [n for n, v in (("keyid", keyid), ("owner", owner), ("suite", suite_text), ("public_key_pem", pem))
-               if not isinstance(v, str)]
+        bad = [
+            n
+            for n, v in (("keyid", keyid), ("owner", owner), ("suite", suite_text), ("public_key_pem", pem))
+            if not isinstance(v, str)
+        ]
         if bad:
             self.r.problem(path, "missing or non-string " + ", ".join(bad))
             return None
@@ -540,7 +606,9 @@ class _Verifier:
             return None
         self.r.origin = payload.origin
         self.r.tree_size = payload.tree_size
-        when = payload.timestamp.ToDatetime(tzinfo=UTC) if payload.HasField("timestamp") else None
+        when = _when(payload, "timestamp")
+        if when is None:
+            self.r.problem("checkpoint.envelope", "the signed checkpoint has no valid timestamp")
         self.r.checkpoint_time = when
         root = payload.root_hash
         if len(root) != merkle.HASH_SIZE:
@@ -554,7 +622,7 @@ class _Verifier:
             "timestamp": _time_text(when),
         }
         for name, signed in copies.items():
-            if name in cp and (cp[name] != signed or isinstance(cp[name], bool)):
+            if name in cp and not _same(cp[name], signed):
                 self.r.problem(
                     f"checkpoint.{name}",
                     f"is {_show(cp[name])} but the signed checkpoint says {_show(signed)}",
@@ -588,7 +656,6 @@ class _Verifier:
 
     def gateway_candidates(self, keyid: str) -> list[tuple[str, PublicKey]]:
         if self.pinned_gateway is not None:
-            self.r.gateway_key_source = "pinned"
             return [
                 (f"pinned gateway key {k.keyid or k.public_key.fingerprint()[:16]}", k.public_key)
                 for k in self.pinned_gateway
@@ -600,13 +667,11 @@ class _Verifier:
         return [(f"gateway key {keyid} (gateway_keys[{found[0]}])", found[1].public_key)]
 
     def note_gateway_key(self, keyid: str, key: PublicKey) -> None:
+        """With a bare pinned PEM, the bundle's key of that id must be the pinned one too."""
+        if self.pinned_gateway is None or any(k.keyid == keyid for k in self.pinned_gateway):
+            return  # unpinned, or compared by key id in compare_with_pins
         listed = self.bundle_gateway.get(keyid)
-        if self.pinned_gateway is None:
-            self.r.warnings.append(
-                f"the gateway key {keyid} (sha256:{key.fingerprint()}) was taken from the bundle itself: "
-                "compare it with the federation file, or pass --federation / --gateway-key to pin it"
-            )
-        elif listed is not None and listed[1].public_key != key:
+        if listed is not None and listed[1].public_key != key:
             self.r.problem(
                 f"gateway_keys[{listed[0]}] ({keyid})",
                 "differs from the pinned gateway key with which the checkpoint verifies",
@@ -623,18 +688,41 @@ class _Verifier:
             return
         self.r.entries = len(entries)
         if root is None:
-            self.r.problem("entries", f"inclusion of the {len(entries)} entries cannot be checked without a "
-                           "usable checkpoint")
+            self.r.problem(
+                "entries",
+                f"inclusion of the {len(entries)} entries cannot be checked without a usable checkpoint",
+            )
         seen: dict[int, int] = {}
         used: set[str] = set()
         for i, item in enumerate(entries):
-            before = len(self.r.problems)
             self.check_entry(i, item, root, seen, used)
-            if len(self.r.problems) == before and root is not None:
-                self.r.entries_verified += 1
+        if root is not None:
+            self.report_missed_roots(root, len(entries))
+            failed = {p.entry for p in self.r.problems} | {i for i, _, _ in self.missed}
+            self.r.entries_verified = sum(1 for i in range(len(entries)) if i not in failed)
         for keyid, (index, _) in self.bundle_signers.items():
             if keyid not in used:
                 self.r.warnings.append(f"signer_keys[{index}] ({keyid}) signs none of the entries")
+
+    def report_missed_roots(self, root: bytes, count: int) -> None:
+        roots = {computed for _, _, computed in self.missed}
+        if count >= 2 and len(self.missed) == count and len(roots) == 1:
+            # Entries that all agree on one other root point at the checkpoint, not at them.
+            self.r.problem(
+                "entries",
+                f"none of the {count} entries is proven included: all their proofs agree on root "
+                f"{roots.pop().hex()}, but the checkpoint's root is {root.hex()}; the checkpoint does not "
+                "describe the tree these entries come from",
+            )
+            return
+        for i, index, computed in self.missed:
+            self.r.problem(
+                f"entries[{i}]",
+                f"inclusion proof fails: leaf, proof and log index lead to root {computed.hex()}, "
+                f"not the checkpoint's {root.hex()}",
+                entry=i,
+                log_index=index,
+            )
 
     def check_entry(
         self, i: int, item: Any, root: bytes | None, seen: dict[int, int], used: set[str]
@@ -655,7 +743,9 @@ class _Verifier:
             seen.setdefault(index, i)
             size = self.r.tree_size
             if size is not None and index >= size:
-                self.r.problem(f"{path}.log_index", f"is not within the checkpoint's tree of size {size}", **at)
+                self.r.problem(
+                    f"{path}.log_index", f"is not within the checkpoint's tree of size {size}", **at
+                )
         leaf_bytes = _b64_field(item, "leaf", f"{path}.leaf", self.r, **at)
         envelope_bytes = _b64_field(item, "envelope", f"{path}.envelope", self.r, **at)
         proof = self.read_proof(item, path, at)
@@ -678,12 +768,7 @@ class _Verifier:
                     **at,
                 )
             elif computed != root:
-                self.r.problem(
-                    path,
-                    f"inclusion proof fails: leaf, proof and log index lead to root {computed.hex()}, "
-                    f"not the checkpoint's {root.hex()}",
-                    **at,
-                )
+                self.missed.append((i, index, computed))
         if envelope_bytes is not None:
             self.check_envelope(envelope_bytes, leaf, path, at, used)
 
@@ -694,7 +779,7 @@ class _Verifier:
             return None
         hashes = []
         for j, h in enumerate(proof):
-            if not isinstance(h, str) or not _HEX32.match(h):
+            if not isinstance(h, str) or not _HEX32.fullmatch(h):
                 self.r.problem(f"{path}.proof[{j}]", f"is {_show(h)}, not 64 lowercase hex characters", **at)
                 return None
             hashes.append(bytes.fromhex(h))
@@ -711,7 +796,9 @@ class _Verifier:
         self.r.outcomes[outcome] += 1
         if leaf.outcome == envelope_pb2.OUTCOME_REFUSED:
             self.r.refusal_reasons[leaf.reason or "(none)"] += 1
-        received = leaf.received_at.ToDatetime(tzinfo=UTC) if leaf.HasField("received_at") else None
+        received = _when(leaf, "received_at")
+        if received is None:
+            self.r.problem(f"{path}.leaf", "the leaf has no valid received_at time", **at)
         start, end = (_parse_time(self.filters.get(n)) for n in ("received_from", "received_to"))
         if received is not None and (
             (start is not None and received < start) or (end is not None and received >= end)
@@ -746,14 +833,18 @@ class _Verifier:
         if envelope.payload_type != SUBMISSION_PAYLOAD_TYPE:
             self.r.problem(where, f"payload_type is {envelope.payload_type[:80]!r}, not a submission", **at)
         if len(envelope.signatures) != 1:
-            self.r.problem(where, f"carries {len(envelope.signatures)} signatures; submissions carry one", **at)
+            self.r.problem(
+                where, f"carries {len(envelope.signatures)} signatures; submissions carry one", **at
+            )
             return
         sig = envelope.signatures[0]
         used.add(sig.keyid)
         key, label, owner = self.signer_key(sig.keyid)
         if key is None:
             self.r.problem(where, f"signed by {sig.keyid[:80]!r}, which is not {label}", **at)
-        elif _suite_of(sig) is not key.suite or not key.verify(pae(envelope.payload_type, envelope.payload), sig.sig):
+        elif _suite_of(sig) is not key.suite or not key.verify(
+            pae(envelope.payload_type, envelope.payload), sig.sig
+        ):
             self.r.problem(where, f"signature by {sig.keyid} does not verify with {label}", **at)
         submission = _decode(records_pb2.Submission, envelope.payload)
         if submission is None:
@@ -770,8 +861,11 @@ class _Verifier:
                 **at,
             )
         if owner is not None and owner != leaf.sender:
-            self.r.problem(where, f"signed with a key of {owner}, but the leaf's sender is {leaf.sender}", **at)
-        self.check_key_validity(sig.keyid, leaf, path, at)
+            self.r.problem(
+                where, f"signed with a key of {owner}, but the leaf's sender is {leaf.sender}", **at
+            )
+        signed_at = _when(header, "created_at") or _when(leaf, "received_at")
+        self.check_key_validity(sig.keyid, signed_at, path, at)
 
     def signer_key(self, keyid: str) -> tuple[PublicKey | None, str, str | None]:
         """(key, how it is named in messages, owner) for an envelope signature's key id."""
@@ -779,44 +873,39 @@ class _Verifier:
         if self.pinned_signers is not None:
             pinned = self.pinned_signers.get(keyid)
             if pinned is None:
-                return None, "a key in the pinned federation", None
-            if listed is not None and listed[1].public_key != pinned:
-                self.r.problem(
-                    f"signer_keys[{listed[0]}] ({keyid})", "differs from the federation file's key"
-                )
+                return None, "a key of the pinned federation", None
+            # Federation key ids start with their owner (checked when the federation loads).
             return pinned, f"federation key {keyid}", keyid.split("/", 1)[0]
         if listed is None:
             return None, "a key listed in signer_keys", None
         return listed[1].public_key, f"signer key {keyid} (signer_keys[{listed[0]}])", listed[1].owner
 
-    def check_key_validity(self, keyid: str, leaf: audit_pb2.ExchangeLeaf, path: str, at: dict[str, Any]) -> None:
+    def check_key_validity(
+        self, keyid: str, signed_at: datetime | None, path: str, at: dict[str, Any]
+    ) -> None:
+        """Judged, as the gateway judges it, at the submission's signed created_at."""
         listed = self.bundle_signers.get(keyid)
-        if listed is None or not leaf.HasField("received_at"):
+        if listed is None or signed_at is None:
             return
         key = listed[1]
-        received = leaf.received_at.ToDatetime(tzinfo=UTC)
-        # Warnings, not failures: the gateway judges validity when it verifies, a moment
-        # before the commit that stamps received_at, and these dates are not signed.
-        late = key.not_after is not None and received >= key.not_after
-        early = key.not_before is not None and received < key.not_before
-        revoked = key.revoked and key.revoked_at is not None and key.revoked_at <= received
+        # Warnings, not failures: these dates are the registry's, not signed, and a key
+        # revoked after the exchange does not make an earlier signature false.
+        late = key.not_after is not None and signed_at >= key.not_after
+        early = key.not_before is not None and signed_at < key.not_before
+        revoked = key.revoked and key.revoked_at is not None and key.revoked_at <= signed_at
         if early or late or revoked:
             self.r.warnings.append(
                 f"{path} (log index {at['log_index']}): signer key {keyid} was "
-                f"{'revoked' if revoked else 'outside its validity'} at the received time "
-                f"{_time_text(received)}"
+                f"{'revoked' if revoked else 'outside its validity'} when the submission was signed "
+                f"({_time_text(signed_at)})"
             )
 
 
 # --- export --------------------------------------------------------------------------------
 
 
-class AuditSource(Protocol_ := object):  # pragma: no cover - documentation only
-    """What ``export_bundle`` needs of gateway.client.AuditClient (kept structural)."""
-
-
 def export_bundle(
-    client: Any,
+    client: AuditClient,
     *,
     gateway: str,
     alliance: str = "",
@@ -826,7 +915,7 @@ def export_bundle(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     page_size: int = 1000,
 ) -> tuple[bytes, list[str]]:
-    """Read a bundle through ``client`` (a gateway.client.AuditClient); returns (bytes, notes).
+    """Read a bundle through ``client``; returns (the bundle's bytes, notes for the user).
 
     Everything is pinned to the latest checkpoint's tree size: exchanges appended after it
     are left for the next export, so the bundle is one consistent snapshot. Raises
@@ -883,10 +972,14 @@ def export_bundle(
 
 
 def _fetch_keys(
-    client: Any, entries: Iterable[BundleEntry], notes: list[str]
+    client: AuditClient, entries: Iterable[BundleEntry], notes: list[str]
 ) -> tuple[list[BundleKey], list[BundleKey]]:
-    participants = client.registry.ListParticipants(registry_pb2.ListParticipantsRequest(), timeout=client.timeout)
-    gateway_codes = {p.code for p in participants.participants if p.role == registry_pb2.PARTICIPANT_ROLE_GATEWAY}
+    participants = client.registry.ListParticipants(
+        registry_pb2.ListParticipantsRequest(), timeout=client.timeout
+    )
+    gateway_codes = {
+        p.code for p in participants.participants if p.role == registry_pb2.PARTICIPANT_ROLE_GATEWAY
+    }
     listed = client.registry.ListKeys(registry_pb2.ListKeysRequest(), timeout=client.timeout).keys
     by_id: dict[str, BundleKey] = {}
     for msg in listed:
@@ -917,6 +1010,19 @@ def _ts(msg: Message, name: str) -> datetime | None:
     return value
 
 
+def _when(msg: Message, name: str) -> datetime | None:
+    """A Timestamp field as a datetime; None if unset or outside what datetime can hold."""
+    try:
+        return _ts(msg, name)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    # JSON true == 1 and 12.0 == 12 in Python; a copied field must be the same value *and* type.
+    return type(a) is type(b) and a == b
+
+
 def _time_text(at: datetime | None) -> str | None:
     if at is None:
         return None
@@ -938,9 +1044,7 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _b64_field(
-    obj: dict[str, Any], name: str, path: str, result: VerifyResult, **at: Any
-) -> bytes | None:
+def _b64_field(obj: dict[str, Any], name: str, path: str, result: VerifyResult, **at: Any) -> bytes | None:
     value = obj.get(name)
     if not isinstance(value, str):
         result.problem(path, "missing or not a base64 string", **at)
@@ -958,7 +1062,7 @@ def _b64_field(
     return data
 
 
-def _decode(cls: type[Any], data: bytes) -> Any:
+def _decode(cls: type[_M], data: bytes) -> _M | None:
     msg = cls()
     try:
         msg.ParseFromString(data)

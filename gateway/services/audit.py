@@ -5,23 +5,24 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from datetime import UTC
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
+from gateway.convert import timestamp_to_datetime
 from gateway.domain.errors import FieldViolation, InvalidArgument, NotFound, OutOfRange, PermissionDenied
 from gateway.pb import audit_pb2, audit_pb2_grpc, envelope_pb2
 from gateway.registry.federation import Federation
 from gateway.services.auth import Principal, ReadAuthenticator
-from gateway.store.audit_reads import AuditStore, EntryFilter, LogEntry
+from gateway.store.audit_reads import AuditReader, AuditStore, EntryFilter, LogEntry
 
 SERVICE = "/mrx.v1.AuditService/"
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 
 
-def _us(ts: object) -> int:
-    return int(ts.ToDatetime(tzinfo=UTC).timestamp() * 1_000_000)  # type: ignore[attr-defined]
+def _us(ts: Timestamp, field: str) -> int:
+    return int(timestamp_to_datetime(ts, field=field).timestamp() * 1_000_000)
 
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
@@ -43,15 +44,15 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         self, request: audit_pb2.GetInclusionProofRequest, context: grpc.ServicerContext
     ) -> audit_pb2.GetInclusionProofResponse:
         principal = self._auth.authenticate(context, SERVICE + "GetInclusionProof", request)
-        size = self._tree_size(request.tree_size)
-        entry = self._select_entry(request.WhichOneof("leaf"), request, principal, size)
+        with self._store.snapshot() as reader:
+            size, checkpoint = self._tree_size(reader, request.tree_size)
+            entry = self._select_entry(reader, request.WhichOneof("leaf"), request, principal, size)
+            hashes = reader.inclusion_proof(entry.log_index, size)
+            if checkpoint is None:
+                checkpoint = reader.checkpoint_at(size)
         response = audit_pb2.GetInclusionProofResponse(
-            log_index=entry.log_index,
-            tree_size=size,
-            leaf=entry.leaf,
-            hashes=self._store.inclusion_proof(entry.log_index, size),
+            log_index=entry.log_index, tree_size=size, leaf=entry.leaf, hashes=hashes
         )
-        checkpoint = self._store.checkpoint_at(size)
         if checkpoint is not None:
             response.checkpoint.ParseFromString(checkpoint)
         return response
@@ -67,14 +68,15 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                 violations=[FieldViolation("old_size", f"must be between 1 and new_size ({new})")],
                 reason="BAD_TREE_SIZE",
             )
-        size = self._store.log_size()
-        if new > size:
-            raise OutOfRange(
-                f"new_size {new} is beyond the log, which has {size} entries",
-                reason="TREE_SIZE_BEYOND_LOG",
-                metadata={"log_size": str(size)},
-            )
-        return audit_pb2.GetConsistencyProofResponse(hashes=self._store.consistency_proof(old, new))
+        with self._store.snapshot() as reader:
+            size = reader.log_size()
+            if new > size:
+                raise OutOfRange(
+                    f"new_size {new} is beyond the log, which has {size} entries",
+                    reason="TREE_SIZE_BEYOND_LOG",
+                    metadata={"log_size": str(size)},
+                )
+            return audit_pb2.GetConsistencyProofResponse(hashes=reader.consistency_proof(old, new))
 
     def ListExchanges(
         self, request: audit_pb2.ListExchangesRequest, context: grpc.ServicerContext
@@ -102,8 +104,12 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             parties=parties,
             kind=request.kind,
             outcome=request.outcome,
-            received_from_us=_us(request.received_from) if request.HasField("received_from") else None,
-            received_to_us=_us(request.received_to) if request.HasField("received_to") else None,
+            received_from_us=(
+                _us(request.received_from, "received_from") if request.HasField("received_from") else None
+            ),
+            received_to_us=_us(request.received_to, "received_to")
+            if request.HasField("received_to")
+            else None,
         )
         start, end = flt.received_from_us, flt.received_to_us
         if start is not None and end is not None and start >= end:
@@ -114,9 +120,10 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         digest = _filter_digest(principal, request)
         after = _decode_token(request.page_token, digest) if request.page_token else None
         limit = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
-        rows = self._store.list_entries(
-            flt, after=after, limit=limit + 1, with_envelopes=request.with_envelopes
-        )
+        with self._store.snapshot() as reader:
+            rows = reader.list_entries(
+                flt, after=after, limit=limit + 1, with_envelopes=request.with_envelopes
+            )
         more = len(rows) > limit
         rows = rows[:limit]
         return audit_pb2.ListExchangesResponse(
@@ -128,26 +135,30 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         self, request: audit_pb2.GetEnvelopeRequest, context: grpc.ServicerContext
     ) -> audit_pb2.ExchangeEntry:
         principal = self._auth.authenticate(context, SERVICE + "GetEnvelope", request)
-        entry = self._select_entry(request.WhichOneof("selector"), request, principal, None)
+        with self._store.snapshot() as reader:
+            entry = self._select_entry(reader, request.WhichOneof("selector"), request, principal, None)
         return _entry(entry)
 
-    def _tree_size(self, requested: int) -> int:
+    @staticmethod
+    def _tree_size(reader: AuditReader, requested: int) -> tuple[int, bytes | None]:
+        """The tree size to prove against, with its checkpoint when already read."""
         if requested == 0:
-            latest = self._store.latest_checkpoint()
+            latest = reader.latest_checkpoint()
             if latest is None:
                 raise NotFound("the exchange log has no checkpoint yet", reason="NO_CHECKPOINT")
-            return latest[0]
-        size = self._store.log_size()
+            return latest
+        size = reader.log_size()
         if requested > size:
             raise OutOfRange(
                 f"tree_size {requested} is beyond the log, which has {size} entries",
                 reason="TREE_SIZE_BEYOND_LOG",
                 metadata={"log_size": str(size)},
             )
-        return requested
+        return requested, None
 
+    @staticmethod
     def _select_entry(
-        self,
+        reader: AuditReader,
         which: str | None,
         request: audit_pb2.GetInclusionProofRequest | audit_pb2.GetEnvelopeRequest,
         principal: Principal,
@@ -161,14 +172,15 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                     reason="INDEX_BEYOND_TREE",
                     metadata={"tree_size": str(size)},
                 )
-            entry = self._store.entry(index)
+            # The response carries the leaf only, so leave the envelope blob unread.
+            entry = reader.entry(index, with_envelope=size is None)
         elif which == "envelope_sha256":
             if len(request.envelope_sha256) != 32:
                 raise InvalidArgument(
                     "envelope_sha256 must be 32 bytes",
                     violations=[FieldViolation("envelope_sha256", "must be 32 bytes")],
                 )
-            entry = self._store.entry_by_digest(request.envelope_sha256)
+            entry = reader.entry_by_digest(request.envelope_sha256, with_envelope=size is None)
             if entry is not None and size is not None and entry.log_index >= size:
                 raise OutOfRange(
                     f"that envelope is at log index {entry.log_index}, not in a tree of size {size}",
@@ -184,10 +196,10 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             raise NotFound("no such exchange in the log", reason="EXCHANGE_NOT_FOUND")
         if not principal.sees(entry.sender, entry.subject_issuer):
             raise PermissionDenied(
-                f"{principal.code} may not see exchange {entry.log_index}: neither its sender nor the "
-                "record's issuer is within its scope",
+                # No log index here: asked by digest, it would say where a hidden exchange is.
+                f"{principal.code} may not see that exchange: neither its sender nor the record's issuer "
+                "is within its scope",
                 reason="OUTSIDE_SCOPE",
-                metadata={"log_index": str(entry.log_index)},
             )
         return entry
 
@@ -218,7 +230,8 @@ def _decode_token(token: str, digest: str) -> int:
         last = int(last)
     except (ValueError, TypeError):
         last, got = -1, ""
-    if got != digest or last < 0:
+    # Tokens are not secret: check the cursor like any other input before it reaches SQL.
+    if got != digest or not 0 <= last < 2**63:
         raise InvalidArgument(
             "page_token is not a token this query returned",
             violations=[FieldViolation("page_token", "not returned for these filters")],

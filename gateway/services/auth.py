@@ -123,10 +123,8 @@ class ReadAuthenticator:
         if participant.role is Role.GATEWAY:
             return None
         if participant.role is Role.SECRETARIAT:
-            return frozenset(
-                m
-                for a in self._federation.alliances.values()
-                if a.secretariat == participant.code
-                for m in a.members
-            )
+            # Its alliance's members, and itself: a secretariat may not write, but its
+            # refused attempts are logged and it may see them.
+            alliances = [a for a in self._federation.alliances.values() if a.secretariat == participant.code]
+            return frozenset({participant.code, *(m for a in alliances for m in a.members)})
         return frozenset({participant.code})

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import Select, desc, func, or_, select
+from sqlalchemy import Connection, Select, desc, func, or_, select
 
 from gateway.audit import merkle
 from gateway.store.engine import Engines
@@ -33,15 +35,17 @@ class EntryFilter:
     received_to_us: int | None = None
 
 
-class AuditStore:
-    def __init__(self, engines: Engines):
-        self._engines = engines
+class AuditReader:
+    """Audit reads on one connection: a request's several reads cost one pool checkout."""
+
+    def __init__(self, conn: Connection):
+        self._conn = conn
 
     def log_size(self) -> int:
-        with self._engines.reader.connect() as conn:
-            return (
-                int(conn.execute(select(func.coalesce(func.max(exchanges.c.log_index), -1))).scalar_one()) + 1
-            )
+        return (
+            int(self._conn.execute(select(func.coalesce(func.max(exchanges.c.log_index), -1))).scalar_one())
+            + 1
+        )
 
     def latest_checkpoint(self) -> tuple[int, bytes] | None:
         stmt = (
@@ -49,25 +53,21 @@ class AuditStore:
             .order_by(desc(checkpoints.c.tree_size))
             .limit(1)
         )
-        with self._engines.reader.connect() as conn:
-            row = conn.execute(stmt).first()
+        row = self._conn.execute(stmt).first()
         return (row.tree_size, row.envelope) if row else None
 
     def checkpoint_at(self, size: int) -> bytes | None:
-        with self._engines.reader.connect() as conn:
-            return conn.execute(
-                select(checkpoints.c.envelope).where(checkpoints.c.tree_size == size)
-            ).scalar_one_or_none()
+        stmt = select(checkpoints.c.envelope).where(checkpoints.c.tree_size == size)
+        return self._conn.execute(stmt).scalar_one_or_none()
 
-    def _entries(self, with_envelope: bool) -> Select[int, str, str, bytes, bytes | None]:
+    @staticmethod
+    def _entries(with_envelope: bool) -> Select[int, str, str, bytes, bytes | None]:
         e = exchanges.c
         envelope = e.envelope if with_envelope else None
         return select(e.log_index, e.sender, e.subject_issuer, e.leaf, envelope)  # type: ignore[arg-type]
 
     def entry(self, index: int, *, with_envelope: bool = True) -> LogEntry | None:
-        stmt = self._entries(with_envelope).where(exchanges.c.log_index == index)
-        with self._engines.reader.connect() as conn:
-            row = conn.execute(stmt).first()
+        row = self._conn.execute(self._entries(with_envelope).where(exchanges.c.log_index == index)).first()
         return LogEntry(*row) if row else None
 
     def entry_by_digest(self, digest: bytes, *, with_envelope: bool = True) -> LogEntry | None:
@@ -79,8 +79,7 @@ class AuditStore:
             .order_by(desc(e.outcome == ACCEPTED), desc(e.log_index))
             .limit(1)
         )
-        with self._engines.reader.connect() as conn:
-            row = conn.execute(stmt).first()
+        row = self._conn.execute(stmt).first()
         return LogEntry(*row) if row else None
 
     def list_entries(
@@ -103,13 +102,29 @@ class AuditStore:
         if after is not None:
             stmt = stmt.where(e.log_index > after)
         stmt = stmt.order_by(e.log_index).limit(limit)
-        with self._engines.reader.connect() as conn:
-            return [LogEntry(*row) for row in conn.execute(stmt)]
+        return [LogEntry(*row) for row in self._conn.execute(stmt)]
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
-        with self._engines.reader.connect() as conn:
-            return merkle.inclusion_proof(index, size, SqlNodeReader(conn))
+        return merkle.inclusion_proof(index, size, SqlNodeReader(self._conn))
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
-        with self._engines.reader.connect() as conn:
-            return merkle.consistency_proof(old_size, new_size, SqlNodeReader(conn))
+        return merkle.consistency_proof(old_size, new_size, SqlNodeReader(self._conn))
+
+
+class AuditStore:
+    def __init__(self, engines: Engines):
+        self._engines = engines
+
+    @contextmanager
+    def snapshot(self) -> Iterator[AuditReader]:
+        """Reads that see one state of the log (one transaction on one connection)."""
+        with self._engines.reader.connect() as conn, conn.begin():
+            yield AuditReader(conn)
+
+    def log_size(self) -> int:
+        with self.snapshot() as r:
+            return r.log_size()
+
+    def latest_checkpoint(self) -> tuple[int, bytes] | None:
+        with self.snapshot() as r:
+            return r.latest_checkpoint()
