@@ -41,6 +41,15 @@ def generate(dest: Path) -> None:
 
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / "mrx" / "v1").glob("*.proto"))
     wkt = Path(grpc_tools.__file__).parent / "_proto"
+    # mypy-protobuf's plugins sit beside this interpreter; name them explicitly so the
+    # script works from an unactivated virtualenv (.venv/bin/python proto/generate.py).
+    plugins = []
+    for name in ("protoc-gen-mypy", "protoc-gen-mypy_grpc"):
+        found = Path(sys.executable).parent / name
+        path = str(found) if found.exists() else shutil.which(name)
+        if path is None:
+            raise SystemExit(f"{name} not found: pip install mypy-protobuf")
+        plugins.append(f"--plugin={name}={path}")
     googleapis = Path(status_pb2.__file__).resolve().parent.parent.parent
     with tempfile.TemporaryDirectory() as tmp:
         args = [
@@ -48,6 +57,7 @@ def generate(dest: Path) -> None:
             f"-I{PROTO_ROOT}",
             f"-I{googleapis}",
             f"-I{wkt}",
+            *plugins,
             f"--python_out={tmp}",
             f"--grpc_python_out={tmp}",
             f"--mypy_out={tmp}",
