@@ -206,7 +206,7 @@ class Pipeline:
             record_version=min(cert_msg.version, 2**63 - 1),
             # Bounded like record_key: a refused record may name any string as issuer.
             subject_issuer=_loggable(cert_msg.issuer, 16),
-            certificate=None,
+            record=None,
         )
         item.early_refusal = self._freshness(header, now, created)
         try:
@@ -214,7 +214,7 @@ class Pipeline:
         except MrxError as err:
             item.late_refusal = err
         else:
-            item.certificate = cert
+            item.record = cert
             item.warnings = tuple(warnings)
         return item
 

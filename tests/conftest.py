@@ -130,6 +130,7 @@ def federation(
         participants=base_federation.participants,
         alliances=base_federation.alliances,
         keys=keys,
+        agreements=base_federation.agreements,
         source=base_federation.source,
     )
 

@@ -4,9 +4,11 @@
 isort:skip_file
 Records exchanged through the gateway, and the submission that carries one."""
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -27,11 +29,19 @@ class _RecordKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RecordKind
     DESCRIPTOR: _descriptor.EnumDescriptor
     RECORD_KIND_UNSPECIFIED: _RecordKind.ValueType  # 0
     RECORD_KIND_CERTIFICATE_STATUS: _RecordKind.ValueType  # 1
+    RECORD_KIND_ASSESSOR: _RecordKind.ValueType  # 2
+    RECORD_KIND_TEST_REPORT: _RecordKind.ValueType  # 3
+    RECORD_KIND_PT_RESULT: _RecordKind.ValueType  # 4
+    RECORD_KIND_SPOT_CHECK: _RecordKind.ValueType  # 5
 
 class RecordKind(_RecordKind, metaclass=_RecordKindEnumTypeWrapper): ...
 
 RECORD_KIND_UNSPECIFIED: RecordKind.ValueType  # 0
 RECORD_KIND_CERTIFICATE_STATUS: RecordKind.ValueType  # 1
+RECORD_KIND_ASSESSOR: RecordKind.ValueType  # 2
+RECORD_KIND_TEST_REPORT: RecordKind.ValueType  # 3
+RECORD_KIND_PT_RESULT: RecordKind.ValueType  # 4
+RECORD_KIND_SPOT_CHECK: RecordKind.ValueType  # 5
 Global___RecordKind: _TypeAlias = RecordKind  # noqa: Y015
 
 class _CertificateScheme:
@@ -113,7 +123,11 @@ class _CertificateStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Cert
     CERTIFICATE_STATE_EXPIRED: _CertificateState.ValueType  # 5
     """过期. Derived by the gateway from expiry_date; never accepted in a submission."""
 
-class CertificateState(_CertificateState, metaclass=_CertificateStateEnumTypeWrapper): ...
+class CertificateState(_CertificateState, metaclass=_CertificateStateEnumTypeWrapper):
+    """The life-cycle state of every record kind (certificates, assessors, results):
+    SUSPENDED -> VALID | REVOKED | WITHDRAWN; REVOKED and WITHDRAWN are final; EXPIRED is
+    derived from the record's end of validity and never submitted.
+    """
 
 CERTIFICATE_STATE_UNSPECIFIED: CertificateState.ValueType  # 0
 CERTIFICATE_STATE_VALID: CertificateState.ValueType  # 1
@@ -127,6 +141,104 @@ CERTIFICATE_STATE_WITHDRAWN: CertificateState.ValueType  # 4
 CERTIFICATE_STATE_EXPIRED: CertificateState.ValueType  # 5
 """过期. Derived by the gateway from expiry_date; never accepted in a submission."""
 Global___CertificateState: _TypeAlias = CertificateState  # noqa: Y015
+
+class _QualificationKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _QualificationKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_QualificationKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    QUALIFICATION_KIND_UNSPECIFIED: _QualificationKind.ValueType  # 0
+    QUALIFICATION_KIND_CMA_ASSESSOR: _QualificationKind.ValueType  # 1
+    """资质认定评审员"""
+    QUALIFICATION_KIND_CERTIFICATION_AUDITOR: _QualificationKind.ValueType  # 2
+    """认证审核员"""
+    QUALIFICATION_KIND_TECHNICAL_EXPERT: _QualificationKind.ValueType  # 3
+    """技术专家"""
+    QUALIFICATION_KIND_INSPECTOR: _QualificationKind.ValueType  # 4
+    """检查员"""
+
+class QualificationKind(_QualificationKind, metaclass=_QualificationKindEnumTypeWrapper):
+    """---- assessors (评审员 / 审核员 / 技术专家) -------------------------------------------"""
+
+QUALIFICATION_KIND_UNSPECIFIED: QualificationKind.ValueType  # 0
+QUALIFICATION_KIND_CMA_ASSESSOR: QualificationKind.ValueType  # 1
+"""资质认定评审员"""
+QUALIFICATION_KIND_CERTIFICATION_AUDITOR: QualificationKind.ValueType  # 2
+"""认证审核员"""
+QUALIFICATION_KIND_TECHNICAL_EXPERT: QualificationKind.ValueType  # 3
+"""技术专家"""
+QUALIFICATION_KIND_INSPECTOR: QualificationKind.ValueType  # 4
+"""检查员"""
+Global___QualificationKind: _TypeAlias = QualificationKind  # noqa: Y015
+
+class _Conclusion:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConclusionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Conclusion.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONCLUSION_UNSPECIFIED: _Conclusion.ValueType  # 0
+    CONCLUSION_CONFORMING: _Conclusion.ValueType  # 1
+    """合格 / 符合"""
+    CONCLUSION_NONCONFORMING: _Conclusion.ValueType  # 2
+    """不合格 / 不符合"""
+    CONCLUSION_INFORMATIVE: _Conclusion.ValueType  # 3
+    """data only, no verdict (仅提供数据)"""
+
+class Conclusion(_Conclusion, metaclass=_ConclusionEnumTypeWrapper):
+    """---- results -----------------------------------------------------------------------"""
+
+CONCLUSION_UNSPECIFIED: Conclusion.ValueType  # 0
+CONCLUSION_CONFORMING: Conclusion.ValueType  # 1
+"""合格 / 符合"""
+CONCLUSION_NONCONFORMING: Conclusion.ValueType  # 2
+"""不合格 / 不符合"""
+CONCLUSION_INFORMATIVE: Conclusion.ValueType  # 3
+"""data only, no verdict (仅提供数据)"""
+Global___Conclusion: _TypeAlias = Conclusion  # noqa: Y015
+
+class _PtClass:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PtClassEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PtClass.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PT_CLASS_UNSPECIFIED: _PtClass.ValueType  # 0
+    PT_CLASS_SATISFACTORY: _PtClass.ValueType  # 1
+    """|z| <= 2"""
+    PT_CLASS_QUESTIONABLE: _PtClass.ValueType  # 2
+    """2 < |z| < 3"""
+    PT_CLASS_UNSATISFACTORY: _PtClass.ValueType  # 3
+    """|z| >= 3"""
+
+class PtClass(_PtClass, metaclass=_PtClassEnumTypeWrapper): ...
+
+PT_CLASS_UNSPECIFIED: PtClass.ValueType  # 0
+PT_CLASS_SATISFACTORY: PtClass.ValueType  # 1
+"""|z| <= 2"""
+PT_CLASS_QUESTIONABLE: PtClass.ValueType  # 2
+"""2 < |z| < 3"""
+PT_CLASS_UNSATISFACTORY: PtClass.ValueType  # 3
+"""|z| >= 3"""
+Global___PtClass: _TypeAlias = PtClass  # noqa: Y015
+
+class _SpotCheckOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SpotCheckOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SpotCheckOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SPOT_CHECK_OUTCOME_UNSPECIFIED: _SpotCheckOutcome.ValueType  # 0
+    SPOT_CHECK_OUTCOME_CONFORMING: _SpotCheckOutcome.ValueType  # 1
+    SPOT_CHECK_OUTCOME_NONCONFORMING: _SpotCheckOutcome.ValueType  # 2
+
+class SpotCheckOutcome(_SpotCheckOutcome, metaclass=_SpotCheckOutcomeEnumTypeWrapper): ...
+
+SPOT_CHECK_OUTCOME_UNSPECIFIED: SpotCheckOutcome.ValueType  # 0
+SPOT_CHECK_OUTCOME_CONFORMING: SpotCheckOutcome.ValueType  # 1
+SPOT_CHECK_OUTCOME_NONCONFORMING: SpotCheckOutcome.ValueType  # 2
+Global___SpotCheckOutcome: _TypeAlias = SpotCheckOutcome  # noqa: Y015
 
 @_typing.final
 class SubmissionHeader(_message.Message):
@@ -179,21 +291,37 @@ class Submission(_message.Message):
 
     HEADER_FIELD_NUMBER: _builtins.int
     CERTIFICATE_STATUS_FIELD_NUMBER: _builtins.int
+    ASSESSOR_FIELD_NUMBER: _builtins.int
+    TEST_REPORT_FIELD_NUMBER: _builtins.int
+    PT_RESULT_FIELD_NUMBER: _builtins.int
+    SPOT_CHECK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def header(self) -> Global___SubmissionHeader: ...
     @_builtins.property
     def certificate_status(self) -> Global___CertificateStatus: ...
+    @_builtins.property
+    def assessor(self) -> Global___AssessorRecord: ...
+    @_builtins.property
+    def test_report(self) -> Global___TestReport: ...
+    @_builtins.property
+    def pt_result(self) -> Global___PtResult: ...
+    @_builtins.property
+    def spot_check(self) -> Global___SpotCheck: ...
     def __init__(
         self,
         *,
         header: Global___SubmissionHeader | None = ...,
         certificate_status: Global___CertificateStatus | None = ...,
+        assessor: Global___AssessorRecord | None = ...,
+        test_report: Global___TestReport | None = ...,
+        pt_result: Global___PtResult | None = ...,
+        spot_check: Global___SpotCheck | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["certificate_status", b"certificate_status", "header", b"header", "record", b"record"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assessor", b"assessor", "certificate_status", b"certificate_status", "header", b"header", "pt_result", b"pt_result", "record", b"record", "spot_check", b"spot_check", "test_report", b"test_report"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_status", b"certificate_status", "header", b"header", "record", b"record"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessor", b"assessor", "certificate_status", b"certificate_status", "header", b"header", "pt_result", b"pt_result", "record", b"record", "spot_check", b"spot_check", "test_report", b"test_report"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_record: _TypeAlias = _typing.Literal["certificate_status"]  # noqa: Y015
+    _WhichOneofReturnType_record: _TypeAlias = _typing.Literal["certificate_status", "assessor", "test_report", "pt_result", "spot_check"]  # noqa: Y015
     _WhichOneofArgType_record: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_record) -> _WhichOneofReturnType_record | None: ...
 
@@ -292,3 +420,332 @@ class CertificateStatus(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CertificateStatus: _TypeAlias = CertificateStatus  # noqa: Y015
+
+@_typing.final
+class AssessorQualification(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    GRADE_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    VALID_FROM_FIELD_NUMBER: _builtins.int
+    VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    kind: Global___QualificationKind.ValueType
+    grade: _builtins.str
+    """e.g. "高级评审员", "评审员", "实习评审员". 1-40 characters."""
+    valid_from: _builtins.str
+    """YYYY-MM-DD"""
+    valid_until: _builtins.str
+    """YYYY-MM-DD, not before valid_from"""
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Technical fields, e.g. "电子电器", "食品", "建筑材料"; at least one."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___QualificationKind.ValueType = ...,
+        grade: _builtins.str = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+        valid_from: _builtins.str = ...,
+        valid_until: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "grade", b"grade", "kind", b"kind", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssessorQualification: _TypeAlias = AssessorQualification  # noqa: Y015
+
+@_typing.final
+class Evaluation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATE_FIELD_NUMBER: _builtins.int
+    EVALUATOR_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    date: _builtins.str
+    """YYYY-MM-DD"""
+    evaluator: _builtins.str
+    """who evaluated (body or person)"""
+    result: _builtins.str
+    """e.g. "合格", "基本合格", "不合格" """
+    note: _builtins.str
+    def __init__(
+        self,
+        *,
+        date: _builtins.str = ...,
+        evaluator: _builtins.str = ...,
+        result: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "evaluator", b"evaluator", "note", b"note", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Evaluation: _TypeAlias = Evaluation  # noqa: Y015
+
+@_typing.final
+class AssessorRecord(_message.Message):
+    """Published only by the assessor's home participant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGISTRATION_NUMBER_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    HOME_FIELD_NUMBER: _builtins.int
+    QUALIFICATIONS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_AT_FIELD_NUMBER: _builtins.int
+    EVALUATIONS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    registration_number: _builtins.str
+    """Registration number, e.g. "CMA-JS-2019-0317". 1-64 characters."""
+    name: _builtins.str
+    home: _builtins.str
+    """Home participant, e.g. "CN-JS"; must equal the sender."""
+    state: Global___CertificateState.ValueType
+    reason: _builtins.str
+    version: _builtins.int
+    @_builtins.property
+    def qualifications(self) -> _containers.RepeatedCompositeFieldContainer[Global___AssessorQualification]: ...
+    @_builtins.property
+    def effective_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def evaluations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Evaluation]: ...
+    def __init__(
+        self,
+        *,
+        registration_number: _builtins.str = ...,
+        name: _builtins.str = ...,
+        home: _builtins.str = ...,
+        qualifications: _abc.Iterable[Global___AssessorQualification] | None = ...,
+        state: Global___CertificateState.ValueType = ...,
+        reason: _builtins.str = ...,
+        effective_at: _timestamp_pb2.Timestamp | None = ...,
+        evaluations: _abc.Iterable[Global___Evaluation] | None = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective_at", b"effective_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["effective_at", b"effective_at", "evaluations", b"evaluations", "home", b"home", "name", b"name", "qualifications", b"qualifications", "reason", b"reason", "registration_number", b"registration_number", "state", b"state", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssessorRecord: _TypeAlias = AssessorRecord  # noqa: Y015
+
+@_typing.final
+class TestReport(_message.Message):
+    """Test/inspection report (检验检测报告). Published only by the participant whose body
+    issued it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_NUMBER_FIELD_NUMBER: _builtins.int
+    ISSUER_FIELD_NUMBER: _builtins.int
+    LAB_NAME_FIELD_NUMBER: _builtins.int
+    LAB_CMA_NUMBER_FIELD_NUMBER: _builtins.int
+    ACCREDITATION_NUMBER_FIELD_NUMBER: _builtins.int
+    PRODUCT_FIELD_NUMBER: _builtins.int
+    STANDARD_FIELD_NUMBER: _builtins.int
+    CONCLUSION_FIELD_NUMBER: _builtins.int
+    ISSUE_DATE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_AT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    report_number: _builtins.str
+    issuer: _builtins.str
+    """Participant under whose jurisdiction the lab operates, e.g. "CN-SH"."""
+    lab_name: _builtins.str
+    lab_cma_number: _builtins.str
+    """The lab's CMA qualification certificate number; recognition checks that this
+    CMA certificate (scheme CMA) was valid on the issue date.
+    """
+    accreditation_number: _builtins.str
+    """e.g. "CNAS L1234"; optional."""
+    product: _builtins.str
+    standard: _builtins.str
+    """e.g. "GB 4943.1-2022" """
+    conclusion: Global___Conclusion.ValueType
+    issue_date: _builtins.str
+    """YYYY-MM-DD"""
+    state: Global___CertificateState.ValueType
+    reason: _builtins.str
+    version: _builtins.int
+    @_builtins.property
+    def effective_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        report_number: _builtins.str = ...,
+        issuer: _builtins.str = ...,
+        lab_name: _builtins.str = ...,
+        lab_cma_number: _builtins.str = ...,
+        accreditation_number: _builtins.str = ...,
+        product: _builtins.str = ...,
+        standard: _builtins.str = ...,
+        conclusion: Global___Conclusion.ValueType = ...,
+        issue_date: _builtins.str = ...,
+        state: Global___CertificateState.ValueType = ...,
+        reason: _builtins.str = ...,
+        effective_at: _timestamp_pb2.Timestamp | None = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective_at", b"effective_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accreditation_number", b"accreditation_number", "conclusion", b"conclusion", "effective_at", b"effective_at", "issue_date", b"issue_date", "issuer", b"issuer", "lab_cma_number", b"lab_cma_number", "lab_name", b"lab_name", "product", b"product", "reason", b"reason", "report_number", b"report_number", "standard", b"standard", "state", b"state", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TestReport: _TypeAlias = TestReport  # noqa: Y015
+
+@_typing.final
+class PtResult(_message.Message):
+    """Proficiency-testing result (能力验证). The gateway classifies it per ISO 13528; when
+    assigned_value and sigma are given, z_score must equal (reported - assigned) / sigma.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ISSUER_FIELD_NUMBER: _builtins.int
+    SCHEME_ID_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    LAB_NAME_FIELD_NUMBER: _builtins.int
+    LAB_CMA_NUMBER_FIELD_NUMBER: _builtins.int
+    ANALYTE_FIELD_NUMBER: _builtins.int
+    ASSIGNED_VALUE_FIELD_NUMBER: _builtins.int
+    SIGMA_FIELD_NUMBER: _builtins.int
+    REPORTED_VALUE_FIELD_NUMBER: _builtins.int
+    Z_SCORE_FIELD_NUMBER: _builtins.int
+    REPORT_DATE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_AT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    CLASSIFICATION_FIELD_NUMBER: _builtins.int
+    issuer: _builtins.str
+    """Participant whose body ran the scheme, e.g. "CN-BJ"."""
+    scheme_id: _builtins.str
+    """e.g. "CNCA-PT-2026-017" """
+    round: _builtins.str
+    """e.g. "2026-1" """
+    lab_name: _builtins.str
+    lab_cma_number: _builtins.str
+    analyte: _builtins.str
+    """e.g. "铅 (Pb) in 大米" """
+    assigned_value: _builtins.float
+    sigma: _builtins.float
+    reported_value: _builtins.float
+    z_score: _builtins.float
+    report_date: _builtins.str
+    """YYYY-MM-DD"""
+    state: Global___CertificateState.ValueType
+    reason: _builtins.str
+    version: _builtins.int
+    classification: Global___PtClass.ValueType
+    """Set by the gateway on read; ignored in submissions."""
+    @_builtins.property
+    def effective_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        issuer: _builtins.str = ...,
+        scheme_id: _builtins.str = ...,
+        round: _builtins.str = ...,
+        lab_name: _builtins.str = ...,
+        lab_cma_number: _builtins.str = ...,
+        analyte: _builtins.str = ...,
+        assigned_value: _builtins.float | None = ...,
+        sigma: _builtins.float | None = ...,
+        reported_value: _builtins.float = ...,
+        z_score: _builtins.float = ...,
+        report_date: _builtins.str = ...,
+        state: Global___CertificateState.ValueType = ...,
+        reason: _builtins.str = ...,
+        effective_at: _timestamp_pb2.Timestamp | None = ...,
+        version: _builtins.int = ...,
+        classification: Global___PtClass.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_assigned_value", b"_assigned_value", "_sigma", b"_sigma", "assigned_value", b"assigned_value", "effective_at", b"effective_at", "sigma", b"sigma"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_assigned_value", b"_assigned_value", "_sigma", b"_sigma", "analyte", b"analyte", "assigned_value", b"assigned_value", "classification", b"classification", "effective_at", b"effective_at", "issuer", b"issuer", "lab_cma_number", b"lab_cma_number", "lab_name", b"lab_name", "reason", b"reason", "report_date", b"report_date", "reported_value", b"reported_value", "round", b"round", "scheme_id", b"scheme_id", "sigma", b"sigma", "state", b"state", "version", b"version", "z_score", b"z_score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__assigned_value: _TypeAlias = _typing.Literal["assigned_value"]  # noqa: Y015
+    _WhichOneofArgType__assigned_value: _TypeAlias = _typing.Literal["_assigned_value", b"_assigned_value"]  # noqa: Y015
+    _WhichOneofReturnType__sigma: _TypeAlias = _typing.Literal["sigma"]  # noqa: Y015
+    _WhichOneofArgType__sigma: _TypeAlias = _typing.Literal["_sigma", b"_sigma"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__assigned_value) -> _WhichOneofReturnType__assigned_value | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sigma) -> _WhichOneofReturnType__sigma | None: ...
+
+Global___PtResult: _TypeAlias = PtResult  # noqa: Y015
+
+@_typing.final
+class SpotCheck(_message.Message):
+    """Supervision spot-check result (双随机、一公开)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECK_ID_FIELD_NUMBER: _builtins.int
+    ISSUER_FIELD_NUMBER: _builtins.int
+    TARGET_NAME_FIELD_NUMBER: _builtins.int
+    TARGET_CREDIT_CODE_FIELD_NUMBER: _builtins.int
+    CHECK_DATE_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    FOLLOW_UP_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_AT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    check_id: _builtins.str
+    """e.g. "JS-SC-2026-0042" """
+    issuer: _builtins.str
+    """participant that ran the check"""
+    target_name: _builtins.str
+    target_credit_code: _builtins.str
+    check_date: _builtins.str
+    """YYYY-MM-DD"""
+    outcome: Global___SpotCheckOutcome.ValueType
+    follow_up: _builtins.str
+    """e.g. "责令整改", "暂停证书" """
+    state: Global___CertificateState.ValueType
+    reason: _builtins.str
+    version: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """what was checked"""
+
+    @_builtins.property
+    def effective_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        check_id: _builtins.str = ...,
+        issuer: _builtins.str = ...,
+        target_name: _builtins.str = ...,
+        target_credit_code: _builtins.str = ...,
+        check_date: _builtins.str = ...,
+        items: _abc.Iterable[_builtins.str] | None = ...,
+        outcome: Global___SpotCheckOutcome.ValueType = ...,
+        follow_up: _builtins.str = ...,
+        state: Global___CertificateState.ValueType = ...,
+        reason: _builtins.str = ...,
+        effective_at: _timestamp_pb2.Timestamp | None = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective_at", b"effective_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check_date", b"check_date", "check_id", b"check_id", "effective_at", b"effective_at", "follow_up", b"follow_up", "issuer", b"issuer", "items", b"items", "outcome", b"outcome", "reason", b"reason", "state", b"state", "target_credit_code", b"target_credit_code", "target_name", b"target_name", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SpotCheck: _TypeAlias = SpotCheck  # noqa: Y015

@@ -27,15 +27,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from gateway.pb import envelope_pb2 as mrx_dot_v1_dot_envelope__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15mrx/v1/registry.proto\x12\x06mrx.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15mrx/v1/envelope.proto\"t\n\x0bParticipant\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07name_en\x18\x03 \x01(\t\x12%\n\x04role\x18\x04 \x01(\x0e\x32\x17.mrx.v1.ParticipantRole\x12\x11\n\talliances\x18\x05 \x03(\t\"]\n\x08\x41lliance\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07name_en\x18\x03 \x01(\t\x12\x13\n\x0bsecretariat\x18\x04 \x01(\t\x12\x0f\n\x07members\x18\x05 \x03(\t\"\x88\x02\n\tPublicKey\x12\r\n\x05keyid\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12%\n\x05suite\x18\x03 \x01(\x0e\x32\x16.mrx.v1.SignatureSuite\x12\x16\n\x0epublic_key_pem\x18\x04 \x01(\t\x12.\n\nnot_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tnot_after\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07revoked\x18\x07 \x01(\x08\x12.\n\nrevoked_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x19\n\x17ListParticipantsRequest\"E\n\x18ListParticipantsResponse\x12)\n\x0cparticipants\x18\x01 \x03(\x0b\x32\x13.mrx.v1.Participant\"\x16\n\x14ListAlliancesRequest\"<\n\x15ListAlliancesResponse\x12#\n\talliances\x18\x01 \x03(\x0b\x32\x10.mrx.v1.Alliance\" \n\x0fListKeysRequest\x12\r\n\x05owner\x18\x01 \x01(\t\"3\n\x10ListKeysResponse\x12\x1f\n\x04keys\x18\x01 \x03(\x0b\x32\x11.mrx.v1.PublicKey*\x90\x01\n\x0fParticipantRole\x12 \n\x1cPARTICIPANT_ROLE_UNSPECIFIED\x10\x00\x12\x1b\n\x17PARTICIPANT_ROLE_MEMBER\x10\x01\x12 \n\x1cPARTICIPANT_ROLE_SECRETARIAT\x10\x02\x12\x1c\n\x18PARTICIPANT_ROLE_GATEWAY\x10\x03\x32\xf5\x01\n\x0fRegistryService\x12U\n\x10ListParticipants\x12\x1f.mrx.v1.ListParticipantsRequest\x1a .mrx.v1.ListParticipantsResponse\x12L\n\rListAlliances\x12\x1c.mrx.v1.ListAlliancesRequest\x1a\x1d.mrx.v1.ListAlliancesResponse\x12=\n\x08ListKeys\x12\x17.mrx.v1.ListKeysRequest\x1a\x18.mrx.v1.ListKeysResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15mrx/v1/registry.proto\x12\x06mrx.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15mrx/v1/envelope.proto\"t\n\x0bParticipant\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07name_en\x18\x03 \x01(\t\x12%\n\x04role\x18\x04 \x01(\x0e\x32\x17.mrx.v1.ParticipantRole\x12\x11\n\talliances\x18\x05 \x03(\t\"]\n\x08\x41lliance\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07name_en\x18\x03 \x01(\t\x12\x13\n\x0bsecretariat\x18\x04 \x01(\t\x12\x0f\n\x07members\x18\x05 \x03(\t\"\x88\x02\n\tPublicKey\x12\r\n\x05keyid\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12%\n\x05suite\x18\x03 \x01(\x0e\x32\x16.mrx.v1.SignatureSuite\x12\x16\n\x0epublic_key_pem\x18\x04 \x01(\t\x12.\n\nnot_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tnot_after\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07revoked\x18\x07 \x01(\x08\x12.\n\nrevoked_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x19\n\x17ListParticipantsRequest\"E\n\x18ListParticipantsResponse\x12)\n\x0cparticipants\x18\x01 \x03(\x0b\x32\x13.mrx.v1.Participant\"\x16\n\x14ListAlliancesRequest\"<\n\x15ListAlliancesResponse\x12#\n\talliances\x18\x01 \x03(\x0b\x32\x10.mrx.v1.Alliance\" \n\x0fListKeysRequest\x12\r\n\x05owner\x18\x01 \x01(\t\"3\n\x10ListKeysResponse\x12\x1f\n\x04keys\x18\x01 \x03(\x0b\x32\x11.mrx.v1.PublicKey\"\xa9\x01\n\tAgreement\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07parties\x18\x03 \x03(\t\x12\r\n\x05kinds\x18\x04 \x03(\t\x12\x0f\n\x07schemes\x18\x05 \x03(\t\x12\x0e\n\x06\x66ields\x18\x06 \x03(\t\x12\x16\n\x0e\x65\x66\x66\x65\x63tive_from\x18\x07 \x01(\t\x12\x17\n\x0f\x65\x66\x66\x65\x63tive_until\x18\x08 \x01(\t\x12\x10\n\x08\x61lliance\x18\t \x01(\t\"\x17\n\x15ListAgreementsRequest\"?\n\x16ListAgreementsResponse\x12%\n\nagreements\x18\x01 \x03(\x0b\x32\x11.mrx.v1.Agreement*\x90\x01\n\x0fParticipantRole\x12 \n\x1cPARTICIPANT_ROLE_UNSPECIFIED\x10\x00\x12\x1b\n\x17PARTICIPANT_ROLE_MEMBER\x10\x01\x12 \n\x1cPARTICIPANT_ROLE_SECRETARIAT\x10\x02\x12\x1c\n\x18PARTICIPANT_ROLE_GATEWAY\x10\x03\x32\xc6\x02\n\x0fRegistryService\x12U\n\x10ListParticipants\x12\x1f.mrx.v1.ListParticipantsRequest\x1a .mrx.v1.ListParticipantsResponse\x12L\n\rListAlliances\x12\x1c.mrx.v1.ListAlliancesRequest\x1a\x1d.mrx.v1.ListAlliancesResponse\x12=\n\x08ListKeys\x12\x17.mrx.v1.ListKeysRequest\x1a\x18.mrx.v1.ListKeysResponse\x12O\n\x0eListAgreements\x12\x1d.mrx.v1.ListAgreementsRequest\x1a\x1e.mrx.v1.ListAgreementsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gateway.pb.registry_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PARTICIPANTROLE']._serialized_start=841
-  _globals['_PARTICIPANTROLE']._serialized_end=985
+  _globals['_PARTICIPANTROLE']._serialized_start=1103
+  _globals['_PARTICIPANTROLE']._serialized_end=1247
   _globals['_PARTICIPANT']._serialized_start=89
   _globals['_PARTICIPANT']._serialized_end=205
   _globals['_ALLIANCE']._serialized_start=207
@@ -54,6 +54,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTKEYSREQUEST']._serialized_end=785
   _globals['_LISTKEYSRESPONSE']._serialized_start=787
   _globals['_LISTKEYSRESPONSE']._serialized_end=838
-  _globals['_REGISTRYSERVICE']._serialized_start=988
-  _globals['_REGISTRYSERVICE']._serialized_end=1233
+  _globals['_AGREEMENT']._serialized_start=841
+  _globals['_AGREEMENT']._serialized_end=1010
+  _globals['_LISTAGREEMENTSREQUEST']._serialized_start=1012
+  _globals['_LISTAGREEMENTSREQUEST']._serialized_end=1035
+  _globals['_LISTAGREEMENTSRESPONSE']._serialized_start=1037
+  _globals['_LISTAGREEMENTSRESPONSE']._serialized_end=1100
+  _globals['_REGISTRYSERVICE']._serialized_start=1250
+  _globals['_REGISTRYSERVICE']._serialized_end=1576
 # @@protoc_insertion_point(module_scope)

@@ -268,3 +268,97 @@ class ListKeysResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListKeysResponse: _TypeAlias = ListKeysResponse  # noqa: Y015
+
+@_typing.final
+class Agreement(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PARTIES_FIELD_NUMBER: _builtins.int
+    KINDS_FIELD_NUMBER: _builtins.int
+    SCHEMES_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_FROM_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_UNTIL_FIELD_NUMBER: _builtins.int
+    ALLIANCE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """e.g. "YRD-2026-RESULTS" """
+    name: _builtins.str
+    effective_from: _builtins.str
+    """YYYY-MM-DD"""
+    effective_until: _builtins.str
+    """YYYY-MM-DD; empty: open-ended"""
+    alliance: _builtins.str
+    """The alliance it was made in, when alliance-wide."""
+    @_builtins.property
+    def parties(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Participants bound by it (alliances expanded to their members)."""
+
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Record kinds covered, e.g. "certificate_status", "test_report", "assessor"."""
+
+    @_builtins.property
+    def schemes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Certificate schemes covered (e.g. "CCC", "QMS"); empty: every scheme."""
+
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Assessor technical fields covered; empty: every field."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        parties: _abc.Iterable[_builtins.str] | None = ...,
+        kinds: _abc.Iterable[_builtins.str] | None = ...,
+        schemes: _abc.Iterable[_builtins.str] | None = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+        effective_from: _builtins.str = ...,
+        effective_until: _builtins.str = ...,
+        alliance: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alliance", b"alliance", "effective_from", b"effective_from", "effective_until", b"effective_until", "fields", b"fields", "id", b"id", "kinds", b"kinds", "name", b"name", "parties", b"parties", "schemes", b"schemes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Agreement: _TypeAlias = Agreement  # noqa: Y015
+
+@_typing.final
+class ListAgreementsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAgreementsRequest: _TypeAlias = ListAgreementsRequest  # noqa: Y015
+
+@_typing.final
+class ListAgreementsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGREEMENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def agreements(self) -> _containers.RepeatedCompositeFieldContainer[Global___Agreement]: ...
+    def __init__(
+        self,
+        *,
+        agreements: _abc.Iterable[Global___Agreement] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreements", b"agreements"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAgreementsResponse: _TypeAlias = ListAgreementsResponse  # noqa: Y015

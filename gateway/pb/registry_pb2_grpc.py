@@ -50,6 +50,11 @@ class RegistryServiceStub:
                 request_serializer=mrx_dot_v1_dot_registry__pb2.ListKeysRequest.SerializeToString,
                 response_deserializer=mrx_dot_v1_dot_registry__pb2.ListKeysResponse.FromString,
                 _registered_method=True)
+        self.ListAgreements = channel.unary_unary(
+                '/mrx.v1.RegistryService/ListAgreements',
+                request_serializer=mrx_dot_v1_dot_registry__pb2.ListAgreementsRequest.SerializeToString,
+                response_deserializer=mrx_dot_v1_dot_registry__pb2.ListAgreementsResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -79,6 +84,14 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAgreements(self, request, context):
+        """Lists mutual-recognition agreements (in force or not; check the dates).
+        Errors: none beyond transport failures.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +109,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.ListKeys,
                     request_deserializer=mrx_dot_v1_dot_registry__pb2.ListKeysRequest.FromString,
                     response_serializer=mrx_dot_v1_dot_registry__pb2.ListKeysResponse.SerializeToString,
+            ),
+            'ListAgreements': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAgreements,
+                    request_deserializer=mrx_dot_v1_dot_registry__pb2.ListAgreementsRequest.FromString,
+                    response_serializer=mrx_dot_v1_dot_registry__pb2.ListAgreementsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +197,33 @@ class RegistryService:
             '/mrx.v1.RegistryService/ListKeys',
             mrx_dot_v1_dot_registry__pb2.ListKeysRequest.SerializeToString,
             mrx_dot_v1_dot_registry__pb2.ListKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAgreements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mrx.v1.RegistryService/ListAgreements',
+            mrx_dot_v1_dot_registry__pb2.ListAgreementsRequest.SerializeToString,
+            mrx_dot_v1_dot_registry__pb2.ListAgreementsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,10 @@ class RegistryServiceStub:
     flagged, so old signatures can still be checked).
     Errors: NOT_FOUND when the participant is unknown.
     """
+    ListAgreements: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListAgreementsRequest, _registry_pb2.ListAgreementsResponse]
+    """Lists mutual-recognition agreements (in force or not; check the dates).
+    Errors: none beyond transport failures.
+    """
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -57,6 +61,10 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     """Lists public keys, optionally of one participant (revoked and expired included,
     flagged, so old signatures can still be checked).
     Errors: NOT_FOUND when the participant is unknown.
+    """
+    ListAgreements: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListAgreementsRequest, _registry_pb2.ListAgreementsResponse]  # type: ignore[assignment]
+    """Lists mutual-recognition agreements (in force or not; check the dates).
+    Errors: none beyond transport failures.
     """
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -87,6 +95,16 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists public keys, optionally of one participant (revoked and expired included,
         flagged, so old signatures can still be checked).
         Errors: NOT_FOUND when the participant is unknown.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAgreements(
+        self,
+        request: _registry_pb2.ListAgreementsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ListAgreementsResponse, _abc.Awaitable[_registry_pb2.ListAgreementsResponse]]:
+        """Lists mutual-recognition agreements (in force or not; check the dates).
+        Errors: none beyond transport failures.
         """
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

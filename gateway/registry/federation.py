@@ -1,4 +1,5 @@
-"""The federation: who takes part, in which alliances, and which keys they sign with.
+"""The federation: who takes part, in which alliances, which keys they sign with, and
+which mutual-recognition agreements bind them.
 
 Read once at start-up from ``<dir>/federation.toml`` (format: keys/README.md) and then
 immutable. Loading checks everything it can, and reports every problem at once, so an
@@ -12,19 +13,24 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from gateway.crypto.suites import PublicKey, Suite
+from gateway.domain.certificates import Scheme
 from gateway.domain.errors import Unauthenticated
+from gateway.domain.recognition import RECORD_KINDS, Agreement
 
 FEDERATION_FILE = "federation.toml"
 DEFAULT_FRESHNESS_WINDOW_SECONDS = 300
 
 PARTICIPANT_CODE = re.compile(r"^[A-Z0-9]+(?:-[A-Z0-9]+)*$")
 ALLIANCE_CODE = re.compile(r"^[A-Z0-9]+(?:-[A-Z0-9]+)*$")
+AGREEMENT_ID = re.compile(r"^[A-Z0-9]+(?:-[A-Z0-9]+)*$")
+# In an agreement's parties, "alliance:YRD" stands for every member of YRD.
+ALLIANCE_PARTY_PREFIX = "alliance:"
 # "<owner>/<label>": the owner prefix makes a key id say whose it is, in logs and receipts.
 KEYID = re.compile(r"^[A-Z0-9]+(?:-[A-Z0-9]+)*/[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -103,6 +109,9 @@ def _show(keyid: str) -> str:
     return repr(keyid if len(keyid) <= 80 else keyid[:80] + "...")
 
 
+_NO_AGREEMENTS: Mapping[str, Agreement] = MappingProxyType({})
+
+
 class Federation:
     """The loaded, validated federation. Immutable; safe to share between threads."""
 
@@ -116,6 +125,7 @@ class Federation:
         alliances: Mapping[str, Alliance],
         keys: Mapping[str, KeyRecord],
         source: Path | None = None,
+        agreements: Mapping[str, Agreement] = _NO_AGREEMENTS,
     ):
         self.name = name
         self.freshness_window = freshness_window
@@ -123,6 +133,8 @@ class Federation:
         self.participants: Mapping[str, Participant] = MappingProxyType(dict(participants))
         self.alliances: Mapping[str, Alliance] = MappingProxyType(dict(alliances))
         self.keys: Mapping[str, KeyRecord] = MappingProxyType(dict(keys))
+        # By id, in file order; in force or not (callers decide by date).
+        self.agreements: Mapping[str, Agreement] = MappingProxyType(dict(agreements))
         self.source = source
         by_owner: dict[str, list[KeyRecord]] = {}
         for record in sorted(self.keys.values(), key=lambda r: (r.not_before, r.keyid)):
@@ -138,6 +150,10 @@ class Federation:
         if found is None:
             return []
         return [self.participants[code] for code in found.members]
+
+    def agreements_between(self, a: str, b: str) -> list[Agreement]:
+        """Every agreement binding both ``a`` and ``b``, in force or not, sorted by id."""
+        return sorted((x for x in self.agreements.values() if x.binds(a, b)), key=lambda x: x.id)
 
     def keys_of(self, owner: str) -> list[KeyRecord]:
         """Every key of ``owner``, revoked and expired included, oldest first; [] if unknown."""
@@ -207,7 +223,7 @@ class Federation:
     def __repr__(self) -> str:
         return (
             f"Federation({self.name!r}, {len(self.participants)} participants, "
-            f"{len(self.alliances)} alliances, {len(self.keys)} keys)"
+            f"{len(self.alliances)} alliances, {len(self.keys)} keys, {len(self.agreements)} agreements)"
         )
 
 
@@ -218,10 +234,22 @@ def _require_aware(at: datetime) -> None:
 
 # --- loading ---------------------------------------------------------------------------
 
-_TOP_LEVEL = {"federation", "alliances", "participants", "keys"}
+_TOP_LEVEL = {"federation", "alliances", "participants", "keys", "agreements"}
 _FEDERATION_FIELDS = {"name", "gateway", "freshness_window_seconds"}
 _ALLIANCE_FIELDS = {"code", "name", "name_en", "secretariat", "members"}
 _PARTICIPANT_FIELDS = {"code", "name", "name_en", "role"}
+_AGREEMENT_FIELDS = {
+    "id",
+    "name",
+    "alliance",
+    "parties",
+    "kinds",
+    "schemes",
+    "fields",
+    "effective_from",
+    "effective_until",
+}
+_SCHEME_NAMES = tuple(s.name for s in Scheme)
 _KEY_FIELDS = {"keyid", "owner", "suite", "public_key", "not_before", "not_after", "revoked", "revoked_at"}
 
 
@@ -272,6 +300,45 @@ def _time(
         )
         return None
     return value
+
+
+def _date(
+    table: dict[str, Any], field: str, entry: str, problems: _Problems, *, required: bool
+) -> date | None:
+    value = table.get(field)
+    if value is None:
+        if required:
+            problems.add(entry, f"missing {field}")
+        return None
+    # datetime is a date too; an agreement runs in whole days, so a time of day means
+    # the author expected a precision the gateway does not apply.
+    if not isinstance(value, date) or isinstance(value, datetime):
+        problems.add(entry, f"{field} must be a date, e.g. 2026-01-01 (got {value!r})")
+        return None
+    return value
+
+
+def _names(
+    table: dict[str, Any], field: str, entry: str, problems: _Problems, *, required: bool
+) -> list[str]:
+    """An array of non-empty strings, duplicates reported and dropped; [] if absent or wrong."""
+    value = table.get(field)
+    if value is None:
+        if required:
+            problems.add(entry, f"missing {field}")
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        problems.add(entry, f"{field} must be an array of non-empty strings")
+        return []
+    if required and not value:
+        problems.add(entry, f"{field} must not be empty")
+    names: list[str] = []
+    for name in value:
+        if name in names:
+            problems.add(entry, f"{field}: {name} listed twice")
+        else:
+            names.append(name)
+    return names
 
 
 def _entry(kind: str, index: int, ident: object) -> str:
@@ -425,6 +492,19 @@ def load_federation(directory: Path) -> Federation:
         fingerprints[fingerprint] = record.keyid
         keys[record.keyid] = record
 
+    # [[agreements]]
+    agreements: dict[str, Agreement] = {}
+    for i, table in enumerate(_table_list(data, "agreements", problems)):
+        entry = _entry("agreements", i, table.get("id"))
+        _unknown_fields(table, _AGREEMENT_FIELDS, entry, problems)
+        agreement = _load_agreement(table, entry, participants, alliances, problems)
+        if agreement is None:
+            continue
+        if agreement.id in agreements:
+            problems.add(entry, f"duplicate agreement id {agreement.id}")
+            continue
+        agreements[agreement.id] = agreement
+
     if problems.items or fed_name is None or gateway_code is None:
         raise FederationError(path, problems.items or ["incomplete [federation] section"])
     return Federation(
@@ -435,7 +515,115 @@ def load_federation(directory: Path) -> Federation:
         alliances=alliances,
         keys=keys,
         source=directory,
+        agreements=agreements,
     )
+
+
+def _load_agreement(
+    table: dict[str, Any],
+    entry: str,
+    participants: Mapping[str, Participant],
+    alliances: Mapping[str, Alliance],
+    problems: _Problems,
+) -> Agreement | None:
+    before = len(problems.items)
+    ident = _text(table, "id", entry, problems)
+    if ident is not None and not AGREEMENT_ID.match(ident):
+        problems.add(
+            entry, "id must be upper-case letters and digits in dash-separated groups, e.g. YRD-2026-RESULTS"
+        )
+    name = _text(table, "name", entry, problems)
+    parties, alliance = _agreement_parties(table, entry, participants, alliances, problems)
+    kinds = _names(table, "kinds", entry, problems, required=True)
+    for kind in kinds:
+        if kind not in RECORD_KINDS:
+            problems.add(entry, f"unknown kind {kind!r} (known: {', '.join(sorted(RECORD_KINDS))})")
+    schemes = _names(table, "schemes", entry, problems, required=False)
+    for scheme in schemes:
+        if scheme not in _SCHEME_NAMES:
+            problems.add(entry, f"unknown scheme {scheme!r} (known: {', '.join(_SCHEME_NAMES)})")
+    fields = _names(table, "fields", entry, problems, required=False)
+    # Only certificate_status records carry a scheme and only assessor records a
+    # technical field: elsewhere the restriction would silently restrict nothing.
+    if schemes and kinds and "certificate_status" not in kinds:
+        problems.add(entry, "schemes restrict certificate_status records, but kinds does not include it")
+    if fields and kinds and "assessor" not in kinds:
+        problems.add(entry, "fields restrict assessor records, but kinds does not include assessor")
+    effective_from = _date(table, "effective_from", entry, problems, required=True)
+    effective_until = _date(table, "effective_until", entry, problems, required=False)
+    if effective_from is not None and effective_until is not None and effective_until < effective_from:
+        problems.add(
+            entry,
+            f"effective_until {effective_until} is before effective_from {effective_from}",
+        )
+    if len(problems.items) > before:
+        return None
+    assert ident and name and effective_from
+    return Agreement(
+        id=ident,
+        name=name,
+        parties=parties,
+        kinds=frozenset(kinds),
+        schemes=frozenset(schemes),
+        fields=frozenset(fields),
+        effective_from=effective_from,
+        effective_until=effective_until,
+        alliance=alliance,
+    )
+
+
+def _agreement_parties(
+    table: dict[str, Any],
+    entry: str,
+    participants: Mapping[str, Participant],
+    alliances: Mapping[str, Alliance],
+    problems: _Problems,
+) -> tuple[frozenset[str], str | None]:
+    """(the member codes bound, the alliance when alliance-wide); problems added on error."""
+    before = len(problems.items)
+    alliance = table.get("alliance")
+    if alliance is not None and "parties" in table:
+        problems.add(entry, "give either alliance or parties, not both")
+        return frozenset(), None
+    if alliance is not None:
+        if not isinstance(alliance, str) or alliance not in alliances:
+            problems.add(entry, f"alliance {alliance!r} is not an alliance")
+            return frozenset(), None
+        # Its members were checked with the alliance itself; checking them again here
+        # would only repeat those problems under this entry.
+        parties = frozenset(alliances[alliance].members)
+    else:
+        if "parties" not in table:
+            problems.add(entry, 'missing parties (or alliance = "<code>" for an alliance-wide agreement)')
+            return frozenset(), None
+        # code -> how the file named it, to say where a duplicate came from.
+        named: dict[str, str] = {}
+        for party in _names(table, "parties", entry, problems, required=True):
+            if party.startswith(ALLIANCE_PARTY_PREFIX):
+                code = party.removeprefix(ALLIANCE_PARTY_PREFIX)
+                if code not in alliances:
+                    problems.add(entry, f"party {party}: {code} is not an alliance")
+                    continue
+                codes: tuple[str, ...] = alliances[code].members
+            else:
+                codes = (party,)
+            for code in codes:
+                found = participants.get(code)
+                if found is None:
+                    problems.add(entry, f"party {code} is not a participant")
+                elif found.role is not Role.MEMBER:
+                    problems.add(
+                        entry, f"party {code} has role {found.role.value!r}; only members can be parties"
+                    )
+                elif code in named:
+                    also = "" if named[code] == party else f" (as {named[code]} and as {party})"
+                    problems.add(entry, f"party {code} listed twice{also}")
+                else:
+                    named[code] = party
+        parties = frozenset(named)
+    if len(problems.items) == before and len(parties) < 2:
+        problems.add(entry, f"an agreement needs at least 2 parties, found {len(parties)}")
+    return parties, alliance
 
 
 def _load_key(

@@ -14,7 +14,7 @@ import shutil
 import stat
 import subprocess
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from gateway.crypto.suites import PrivateKey, Suite
@@ -204,11 +204,14 @@ def generate_participant_key(
 # --- demo federations ------------------------------------------------------------------
 
 
-def _table(header: str, fields: list[tuple[str, str | int | tuple[str, ...]]]) -> str:
+def _table(header: str, fields: list[tuple[str, str | int | date | tuple[str, ...]]]) -> str:
     lines = [header]
     for name, value in fields:
         if isinstance(value, int):
             text = str(value)
+        elif isinstance(value, date):
+            # A bare TOML date: agreements run in whole days (a datetime never gets here).
+            text = value.isoformat()
         elif isinstance(value, str):
             text = _toml_str(value)
         else:
@@ -218,7 +221,12 @@ def _table(header: str, fields: list[tuple[str, str | int | tuple[str, ...]]]) -
 
 
 def _federation_text(federation: Federation) -> list[str]:
-    """[federation], [[alliances]] and [[participants]] of a loaded federation, as TOML."""
+    """[federation], [[alliances]], [[participants]] and [[agreements]] of a loaded federation.
+
+    An alliance-wide agreement is written with its alliance; any other with its parties
+    listed one by one (an "alliance:<code>" reference in the template was expanded when
+    it loaded, and listing the members binds the same participants).
+    """
     parts = [
         _table(
             "[federation]",
@@ -249,17 +257,32 @@ def _federation_text(federation: Federation) -> list[str]:
                 [("code", p.code), ("name", p.name), ("name_en", p.name_en), ("role", p.role.value)],
             )
         )
+    for ag in federation.agreements.values():
+        fields: list[tuple[str, str | int | date | tuple[str, ...]]] = [("id", ag.id), ("name", ag.name)]
+        if ag.alliance is not None:
+            fields.append(("alliance", ag.alliance))
+        else:
+            fields.append(("parties", tuple(sorted(ag.parties))))
+        fields.append(("kinds", tuple(sorted(ag.kinds))))
+        if ag.schemes:
+            fields.append(("schemes", tuple(sorted(ag.schemes))))
+        if ag.fields:
+            fields.append(("fields", tuple(sorted(ag.fields))))
+        fields.append(("effective_from", ag.effective_from))
+        if ag.effective_until is not None:
+            fields.append(("effective_until", ag.effective_until))
+        parts.append(_table("[[agreements]]", fields))
     return parts
 
 
 def write_demo_federation(*, template_dir: Path, dest: Path, now: datetime) -> dict[str, Path]:
     """A throw-away federation with fresh keys, for ``mrx demo`` and tests.
 
-    Copies [federation], [[alliances]] and [[participants]] from the federation in
-    ``template_dir`` (which must load; its keys are not copied), gives every participant a fresh Ed25519
-    key valid from now - 1 day to now + 1 year, and CN-GD also an ECDSA P-256 key so
-    that both suites are exercised. Public keys go to ``dest/public``, private keys
-    (0600) to ``dest/private``.
+    Copies [federation], [[alliances]], [[participants]] and [[agreements]] from the
+    federation in ``template_dir`` (which must load; its keys are not copied), gives
+    every participant a fresh Ed25519 key valid from now - 1 day to now + 1 year, and
+    CN-GD also an ECDSA P-256 key so that both suites are exercised. Public keys go to
+    ``dest/public``, private keys (0600) to ``dest/private``.
 
     Returns {participant code: its Ed25519 private key path}, plus the entry
     ``"CN-GD#ecdsa"`` for CN-GD's ECDSA key. The key ids are ``<code>/demo`` and

@@ -1,10 +1,11 @@
-"""RegistryService: participants, alliances and keys, straight from the federation file."""
+"""RegistryService: participants, alliances, keys and agreements, straight from the federation file."""
 
 from __future__ import annotations
 
 import grpc
 
 from gateway.domain.errors import NotFound
+from gateway.domain.recognition import Agreement
 from gateway.pb import registry_pb2, registry_pb2_grpc
 from gateway.registry.federation import Federation, KeyRecord, Role
 
@@ -29,6 +30,23 @@ def key_to_proto(key: KeyRecord) -> registry_pb2.PublicKey:
     if key.revoked_at is not None:
         msg.revoked_at.FromDatetime(key.revoked_at)
     return msg
+
+
+def agreement_to_proto(agreement: Agreement) -> registry_pb2.Agreement:
+    # Sorted so that the same file always gives the same bytes: clients may cache or diff.
+    return registry_pb2.Agreement(
+        id=agreement.id,
+        name=agreement.name,
+        parties=sorted(agreement.parties),
+        kinds=sorted(agreement.kinds),
+        schemes=sorted(agreement.schemes),
+        fields=sorted(agreement.fields),
+        effective_from=agreement.effective_from.isoformat(),
+        effective_until=agreement.effective_until.isoformat()
+        if agreement.effective_until is not None
+        else "",
+        alliance=agreement.alliance or "",
+    )
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
@@ -68,3 +86,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             )
         keys = [k for k in self._federation.keys.values() if not request.owner or k.owner == request.owner]
         return registry_pb2.ListKeysResponse(keys=[key_to_proto(k) for k in keys])
+
+    def ListAgreements(
+        self, request: registry_pb2.ListAgreementsRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.ListAgreementsResponse:
+        return registry_pb2.ListAgreementsResponse(
+            agreements=[
+                agreement_to_proto(a)
+                for a in sorted(self._federation.agreements.values(), key=lambda a: a.id)
+            ]
+        )

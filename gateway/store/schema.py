@@ -103,17 +103,41 @@ certificates = Table(
     Column("issue_date", Date, nullable=False),
     Column("expiry_date", Date, nullable=False),
     Column("log_index", BigInteger, nullable=False),
+    Column("record_key", String(200), nullable=False, unique=True),
 )
 Index("ix_certificates_holder", certificates.c.holder_credit_code)
 Index("ix_certificates_issuing_body", certificates.c.issuing_body)
 Index("ix_certificates_issuer", certificates.c.issuer)
 
-# Every accepted version, so "what was the state on date D" stays answerable.
-certificate_versions = Table(
-    "certificate_versions",
+# Current state of every other record kind (assessors, test reports, PT results, spot
+# checks), keyed like the exchange log by record key (kind/issuer/number).
+records = Table(
+    "records",
     metadata,
-    Column("scheme", SmallInteger, primary_key=True, autoincrement=False),
-    Column("certificate_number", String(64), primary_key=True),
+    Column("record_key", String(200), primary_key=True),
+    Column("kind", SmallInteger, nullable=False),
+    Column("issuer", String(16), nullable=False),
+    Column("state", SmallInteger, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("effective_at_us", BigInteger, nullable=False),
+    # End of validity (an assessor's last qualification); NULL when the kind does not expire.
+    Column("valid_until", Date, nullable=True),
+    # What the record is about, for lookups: a lab's CMA number, a spot-check target's
+    # credit code, ...
+    Column("subject", String(64), nullable=False),
+    # PT results: the gateway's ISO 13528 class (mrx.v1.PtClass); NULL otherwise.
+    Column("classification", SmallInteger, nullable=True),
+    Column("log_index", BigInteger, nullable=False),
+)
+Index("ix_records_kind_issuer", records.c.kind, records.c.issuer)
+Index("ix_records_subject", records.c.subject)
+
+# Every accepted version of every record, so "what was the state on date D" stays
+# answerable (recognition decisions depend on it).
+record_versions = Table(
+    "record_versions",
+    metadata,
+    Column("record_key", String(200), primary_key=True),
     Column("version", BigInteger, primary_key=True, autoincrement=False),
     Column("state", SmallInteger, nullable=False),
     Column("effective_at_us", BigInteger, nullable=False),

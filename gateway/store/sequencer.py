@@ -23,16 +23,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, text, update
+from sqlalchemy import Connection, Table, bindparam, func, insert, select, text, update
 
 from gateway.audit.merkle import CompactRange, leaf_hash
 from gateway.crypto.dsse import sha256
-from gateway.domain.certificates import Certificate, CertState, check_transition
+from gateway.domain.certificates import CertState, check_transition
 from gateway.domain.errors import AlreadyExists, FailedPrecondition, MrxError, PermissionDenied, Unavailable
 from gateway.pb import audit_pb2, envelope_pb2
 from gateway.store.engine import Engines
 from gateway.store.merkle import SqlNodeReader, insert_nodes
-from gateway.store.schema import certificate_versions, certificates, exchanges
+from gateway.store.rows import StoredRecord, current_row, us
+from gateway.store.schema import certificates, exchanges, record_versions, records
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class Pending:
     record_key: str
     record_version: int
     subject_issuer: str
-    certificate: Certificate | None
+    record: StoredRecord | None
     # Decided before the replay check (freshness): an identical resubmission still
     # gets its original receipt, a reused id with a stale clock is reported as stale.
     early_refusal: MrxError | None = None
@@ -74,15 +75,13 @@ class Pending:
 
 
 @dataclass(slots=True)
-class _CertState:
+class _Stored:
+    """A record's current issuer, state and version, from the database or this batch."""
+
     issuer: str
     state: CertState
     version: int
     in_db: bool
-
-
-def _us(t: datetime) -> int:
-    return int(t.timestamp()) * 1_000_000 + t.microsecond
 
 
 class Sequencer:
@@ -163,12 +162,12 @@ class Sequencer:
             if frontier is None or frontier.size != next_index:
                 frontier = CompactRange.from_store(next_index, SqlNodeReader(conn))
             nodes: list[tuple[tuple[int, int], bytes]] = []
-            by_digest, used_ids, certs = self._load_state(conn, batch)
+            by_digest, used_ids, stored = self._load_state(conn, batch)
 
             outcomes: list[Accepted | MrxError] = []
             log_rows: list[dict[str, Any]] = []
             version_rows: list[dict[str, Any]] = []
-            touched: dict[tuple[int, str], tuple[Certificate, int]] = {}
+            touched: dict[str, tuple[StoredRecord, int]] = {}
             for item in batch:
                 seen = by_digest.get(item.envelope_sha256)
                 if seen is not None:
@@ -176,7 +175,7 @@ class Sequencer:
                     continue
                 index = next_index
                 next_index += 1
-                error = self._decide(item, used_ids, certs)
+                error = self._decide(item, used_ids, stored)
                 if error is not None:
                     error.metadata["log_index"] = str(index)
                     row = self._log_row(item, index, now, REFUSED, error.reason, None)
@@ -201,21 +200,19 @@ class Sequencer:
                 log_rows.append(row)
                 by_digest[item.envelope_sha256] = (index, payload)
                 used_ids.add((item.sender, item.message_id))
-                cert = item.certificate
-                if cert is not None:
-                    ck = (int(cert.scheme), cert.certificate_number)
-                    prev = certs.get(ck)
-                    certs[ck] = _CertState(
-                        cert.issuer, cert.state, cert.version, prev.in_db if prev else False
+                record = item.record
+                if record is not None:
+                    prev = stored.get(record.key)
+                    stored[record.key] = _Stored(
+                        record.issuer, record.state, record.version, prev.in_db if prev else False
                     )
-                    touched[ck] = (cert, index)
+                    touched[record.key] = (record, index)
                     version_rows.append(
                         {
-                            "scheme": ck[0],
-                            "certificate_number": ck[1],
-                            "version": cert.version,
-                            "state": int(cert.state),
-                            "effective_at_us": _us(cert.effective_at),
+                            "record_key": record.key,
+                            "version": record.version,
+                            "state": int(record.state),
+                            "effective_at_us": us(record.effective_at),
                             "log_index": index,
                         }
                     )
@@ -225,13 +222,13 @@ class Sequencer:
                 conn.execute(insert(exchanges), log_rows)
                 insert_nodes(conn, nodes)
             if version_rows:
-                conn.execute(insert(certificate_versions), version_rows)
-            self._write_certificates(conn, touched, certs)
+                conn.execute(insert(record_versions), version_rows)
+            self._write_current(conn, touched, stored)
         self._frontier = frontier
         return outcomes
 
     def _decide(
-        self, item: Pending, used_ids: set[tuple[str, str]], certs: dict[tuple[int, str], _CertState]
+        self, item: Pending, used_ids: set[tuple[str, str]], stored: dict[str, _Stored]
     ) -> MrxError | None:
         if item.early_refusal is not None:
             return item.early_refusal
@@ -243,28 +240,27 @@ class Sequencer:
             )
         if item.late_refusal is not None:
             return item.late_refusal
-        cert = item.certificate
-        if cert is None:
+        record = item.record
+        if record is None:
             return None
-        prev = certs.get((int(cert.scheme), cert.certificate_number))
+        prev = stored.get(record.key)
         if prev is None:
             return None
         if prev.issuer != item.sender:
             return PermissionDenied(
-                f"{cert.scheme.name} certificate {cert.certificate_number} was issued under {prev.issuer}; "
-                f"only {prev.issuer} may publish its status",
+                f"{record.key} was published under {prev.issuer}; only {prev.issuer} may publish its status",
                 reason="NOT_ISSUER",
                 metadata={"issuer": prev.issuer, "sender": item.sender},
             )
         try:
-            check_transition(prev, cert)
+            check_transition(prev, record)  # type: ignore[arg-type]
         except FailedPrecondition as err:
             return err
         return None
 
     def _load_state(
         self, conn: Connection, batch: list[Pending]
-    ) -> tuple[dict[bytes, tuple[int, bytes]], set[tuple[str, str]], dict[tuple[int, str], _CertState]]:
+    ) -> tuple[dict[bytes, tuple[int, bytes]], set[tuple[str, str]], dict[str, _Stored]]:
         e = exchanges.c
         digests = list({i.envelope_sha256 for i in batch})
         by_digest: dict[bytes, tuple[int, bytes]] = {
@@ -284,58 +280,38 @@ class Sequencer:
             )
             if row.sender in senders
         }
-        wanted = {
-            (int(i.certificate.scheme), i.certificate.certificate_number) for i in batch if i.certificate
-        }
-        certs: dict[tuple[int, str], _CertState] = {}
+        wanted = list({i.record.key for i in batch if i.record is not None})
+        stored: dict[str, _Stored] = {}
         if wanted:
-            c = certificates.c
-            numbers = list({n for _, n in wanted})
-            for row in conn.execute(
-                select(c.scheme, c.certificate_number, c.issuer, c.state, c.version).where(
-                    c.certificate_number.in_(numbers)
-                )
-            ):
-                key = (row.scheme, row.certificate_number)
-                if key in wanted:
-                    certs[key] = _CertState(row.issuer, CertState(row.state), row.version, True)
-        return by_digest, used_ids, certs
+            for table in (certificates, records):
+                c = table.c
+                for row in conn.execute(
+                    select(c.record_key, c.issuer, c.state, c.version).where(c.record_key.in_(wanted))
+                ):
+                    stored[row.record_key] = _Stored(row.issuer, CertState(row.state), row.version, True)
+        return by_digest, used_ids, stored
 
-    def _write_certificates(
-        self,
-        conn: Connection,
-        touched: dict[tuple[int, str], tuple[Certificate, int]],
-        certs: dict[tuple[int, str], _CertState],
+    @staticmethod
+    def _write_current(
+        conn: Connection, touched: dict[str, tuple[StoredRecord, int]], stored: dict[str, _Stored]
     ) -> None:
-        new_rows: list[dict[str, Any]] = []
-        changed_rows: list[dict[str, Any]] = []
-        for key, (cert, index) in touched.items():
-            row = {
-                "issuer": cert.issuer,
-                "issuing_body": cert.issuing_body,
-                "holder_credit_code": cert.holder.credit_code,
-                "holder_name": cert.holder.name,
-                "state": int(cert.state),
-                "version": cert.version,
-                "effective_at_us": _us(cert.effective_at),
-                "issue_date": cert.issue_date,
-                "expiry_date": cert.expiry_date,
-                "log_index": index,
-            }
-            if certs[key].in_db:
-                changed_rows.append({"k_scheme": key[0], "k_number": key[1], **row})
-            else:
-                new_rows.append({"scheme": key[0], "certificate_number": key[1], **row})
-        if new_rows:
-            conn.execute(insert(certificates), new_rows)
-        if changed_rows:
-            c = certificates.c
-            stmt = (
-                update(certificates)
-                .where(c.scheme == bindparam("k_scheme"), c.certificate_number == bindparam("k_number"))
-                .values({name: bindparam(name) for name in changed_rows[0] if not name.startswith("k_")})
+        new_rows: dict[Table, list[dict[str, Any]]] = {}
+        changed_rows: dict[Table, list[dict[str, Any]]] = {}
+        for key, (record, index) in touched.items():
+            table, row = current_row(record, index)
+            target = changed_rows if stored[key].in_db else new_rows
+            target.setdefault(table, []).append(row)
+        for table, rows in new_rows.items():
+            conn.execute(insert(table), rows)
+        for table, rows in changed_rows.items():
+            # Only the columns that change; the key columns identify the row.
+            fixed = {"record_key", "scheme", "certificate_number", "kind", "issuer"}
+            values: dict[str, Any] = {name: bindparam(f"v_{name}") for name in rows[0] if name not in fixed}
+            stmt = update(table).where(table.c.record_key == bindparam("k_key")).values(values)
+            conn.execute(
+                stmt,
+                [{"k_key": r["record_key"], **{f"v_{n}": r[n] for n in values}} for r in rows],
             )
-            conn.execute(stmt, changed_rows)
 
     @staticmethod
     def _log_row(
@@ -357,7 +333,7 @@ class Sequencer:
         leaf.received_at.FromDatetime(now)
         return {
             "log_index": index,
-            "received_at_us": _us(now),
+            "received_at_us": us(now),
             "subject_issuer": item.subject_issuer,
             "leaf": leaf.SerializeToString(deterministic=True),
             "sender": item.sender,

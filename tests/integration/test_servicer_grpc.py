@@ -114,3 +114,33 @@ def test_list_keys_of_an_unknown_participant(grpc_stub, rpc_refusal):
         "UNKNOWN_PARTICIPANT",
     )
     assert "CN-XX" in refusal.message
+
+
+def test_list_agreements(grpc_stub, base_federation):
+    agreements = grpc_stub.ListAgreements(registry_pb2.ListAgreementsRequest()).agreements
+    assert [a.id for a in agreements] == sorted(base_federation.agreements)
+    by_id = {a.id: a for a in agreements}
+    assert set(by_id) == {
+        "YRD-2026-RESULTS",
+        "BTH-2026-RESULTS",
+        "GBA-2026-CEPA",
+        "YRD-BTH-2026-CROSS",
+        "JS-GD-2024-PILOT",
+        "SN-BJ-HE-2026-ASSESSORS",
+    }
+    yrd = by_id["YRD-2026-RESULTS"]
+    assert yrd.name == "长三角认证检验检测结果互认协议"
+    assert (yrd.alliance, list(yrd.parties)) == ("YRD", ["CN-AH", "CN-JS", "CN-SH", "CN-ZJ"])
+    assert list(yrd.kinds) == ["assessor", "certificate_status", "pt_result", "spot_check", "test_report"]
+    assert (yrd.effective_from, yrd.effective_until) == ("2026-01-01", "")
+    gba = by_id["GBA-2026-CEPA"]
+    assert (list(gba.kinds), list(gba.schemes)) == (["certificate_status", "test_report"], ["CCC", "QMS"])
+    cross = by_id["YRD-BTH-2026-CROSS"]
+    assert cross.alliance == ""
+    assert list(cross.parties) == sorted(c for c, a in MEMBERS.items() if a in (["YRD"], ["BTH"]))
+    pilot = by_id["JS-GD-2024-PILOT"]
+    assert (pilot.effective_from, pilot.effective_until) == ("2024-01-01", "2025-12-31")
+    assessors = by_id["SN-BJ-HE-2026-ASSESSORS"]
+    assert list(assessors.parties) == ["CN-BJ", "CN-HE", "CN-SN"]
+    assert list(assessors.fields) == sorted(["电子电器", "食品", "建筑材料"])
+    assert list(assessors.schemes) == []

@@ -208,7 +208,7 @@ def test_each_postgres_test_has_its_own_schema(database_url, open_store):
                 {"s": schema},
             ).scalars()
         )
-    assert {"exchanges", "certificates", "certificate_versions", "mrx_schema"} <= tables
+    assert {"exchanges", "certificates", "records", "record_versions", "merkle_nodes", "mrx_schema"} <= tables
 
 
 # --- several replicas on one database ----------------------------------------------------------

@@ -21,7 +21,7 @@ from gateway.domain.certificates import CertState, Scheme
 from gateway.domain.demo_data import demo_status_change
 from gateway.domain.identifiers import make_credit_code, uscc_check_char
 from gateway.pb import envelope_pb2, exchange_pb2, records_pb2, registry_pb2
-from gateway.store.schema import certificate_versions, exchanges
+from gateway.store.schema import exchanges, record_versions
 
 Code = grpc.StatusCode
 WINDOW = timedelta(seconds=300)  # freshness_window_seconds of the demo federation
@@ -264,7 +264,7 @@ def test_identical_resend_returns_the_original_receipt(client_for, certs_of, mak
     assert store.exchange_count() == 1
     assert store.certificate_count() == 1
     with gateway.engines.reader.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(certificate_versions)).scalar_one() == 1
+        assert conn.execute(select(func.count()).select_from(record_versions)).scalar_one() == 1
 
 
 def test_identical_resend_after_the_window_still_gets_the_original_receipt(
@@ -534,9 +534,7 @@ def test_suspended_certificate_may_return_to_valid(client_for, certs_of, clock, 
     assert view.certificate.reason == "整改完成，恢复证书"
     with gateway.engines.reader.connect() as conn:
         states = conn.execute(
-            select(certificate_versions.c.version, certificate_versions.c.state).order_by(
-                certificate_versions.c.version
-            )
+            select(record_versions.c.version, record_versions.c.state).order_by(record_versions.c.version)
         ).all()
     assert [tuple(s) for s in states] == [
         (1, CertState.VALID),

@@ -6,13 +6,14 @@ import shutil
 import stat
 import subprocess
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from gateway.crypto import PrivateKey, Suite
 from gateway.domain.errors import Unauthenticated
+from gateway.domain.recognition import RECORD_KINDS
 from gateway.registry import FederationError, Role, load_federation
 from gateway.registry.keygen import (
     DEMO_ECDSA_ENTRY,
@@ -474,3 +475,66 @@ def test_write_demo_federation(tmp_path: Path) -> None:
     assert again["CN-SH"].read_bytes() != paths["CN-SH"].read_bytes()
     with pytest.raises(FileExistsError):
         write_demo_federation(template_dir=KEYS, dest=tmp_path / "demo", now=now)
+
+
+# --- agreements -------------------------------------------------------------------------
+
+YRD = frozenset({"CN-SH", "CN-JS", "CN-ZJ", "CN-AH"})
+BTH = frozenset({"CN-BJ", "CN-TJ", "CN-HE"})
+GBA = frozenset({"CN-GD", "CN-HK", "CN-MO"})
+
+
+def test_committed_federation_agreements() -> None:
+    fed = load_federation(KEYS)
+    agreements = fed.agreements
+    assert list(agreements) == [
+        "YRD-2026-RESULTS",
+        "BTH-2026-RESULTS",
+        "GBA-2026-CEPA",
+        "YRD-BTH-2026-CROSS",
+        "JS-GD-2024-PILOT",
+        "SN-BJ-HE-2026-ASSESSORS",
+    ]
+    yrd = agreements["YRD-2026-RESULTS"]
+    assert (yrd.parties, yrd.alliance, yrd.kinds) == (YRD, "YRD", RECORD_KINDS)
+    assert yrd.name == "长三角认证检验检测结果互认协议"
+    assert {"CCC", "CMA", "QMS", "EMS", "OHSMS"} <= yrd.schemes
+    assert (yrd.effective_from, yrd.effective_until) == (date(2026, 1, 1), None)
+
+    bth = agreements["BTH-2026-RESULTS"]
+    assert (bth.parties, bth.alliance, bth.schemes) == (BTH, "BTH", frozenset())
+    assert bth.kinds == {"certificate_status", "test_report", "pt_result", "assessor"}
+    assert bth.effective_from == date(2026, 3, 1)
+
+    gba = agreements["GBA-2026-CEPA"]
+    assert (gba.parties, gba.alliance) == (GBA, "GBA")
+    assert (gba.kinds, gba.schemes) == ({"certificate_status", "test_report"}, {"CCC", "QMS"})
+
+    cross = agreements["YRD-BTH-2026-CROSS"]
+    assert (cross.parties, cross.alliance) == (YRD | BTH, None)
+    assert (cross.kinds, cross.schemes) == ({"certificate_status", "test_report"}, {"CCC"})
+    assert cross.effective_from == date(2026, 7, 1)
+
+    pilot = agreements["JS-GD-2024-PILOT"]
+    assert pilot.parties == {"CN-JS", "CN-GD"} and pilot.kinds == {"test_report"}
+    assert pilot.in_force(date(2025, 12, 31)) and not pilot.in_force(date(2026, 1, 1))
+
+    assessors = agreements["SN-BJ-HE-2026-ASSESSORS"]
+    assert assessors.parties == {"CN-SN", "CN-BJ", "CN-HE"} and assessors.kinds == {"assessor"}
+    assert assessors.fields == {"电子电器", "食品", "建筑材料"}
+
+    # No secretariat, the gateway or an outsider is bound by anything.
+    bound = frozenset().union(*(a.parties for a in agreements.values()))
+    assert bound == YRD | BTH | GBA | {"CN-SN"}
+    assert [a.id for a in fed.agreements_between("CN-SH", "CN-BJ")] == ["YRD-BTH-2026-CROSS"]
+    assert [a.id for a in fed.agreements_between("CN-JS", "CN-GD")] == ["JS-GD-2024-PILOT"]
+    assert [a.id for a in fed.agreements_between("CN-BJ", "CN-SN")] == ["SN-BJ-HE-2026-ASSESSORS"]
+    assert fed.agreements_between("CN-FJ", "CN-SH") == []
+
+
+def test_write_demo_federation_keeps_the_agreements(tmp_path: Path) -> None:
+    template = load_federation(KEYS)
+    write_demo_federation(template_dir=KEYS, dest=tmp_path / "demo", now=T0)
+    demo = load_federation(tmp_path / "demo")
+    assert list(demo.agreements) == list(template.agreements)
+    assert dict(demo.agreements) == dict(template.agreements)

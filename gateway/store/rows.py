@@ -1,0 +1,90 @@
+"""Which table holds a record's current state, and its row there.
+
+Certificates have their own table (it backs GetCertificate and QueryCertificates);
+every other kind shares ``records``. Both are keyed by the record key for the
+sequencer's stateful checks.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Protocol
+
+from sqlalchemy import Table
+
+from gateway.domain.certificates import Certificate, CertState
+from gateway.store.schema import certificates, records
+
+
+class StoredRecord(Protocol):
+    """What the sequencer needs of any domain record."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def issuer(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def state(self) -> CertState: ...
+    @property
+    def effective_at(self) -> datetime: ...
+
+
+def us(t: datetime) -> int:
+    return int(t.timestamp()) * 1_000_000 + t.microsecond
+
+
+def current_row(record: StoredRecord, log_index: int) -> tuple[Table, dict[str, Any]]:
+    """The table and the full row of the record's current state."""
+    common = {
+        "record_key": record.key,
+        "issuer": record.issuer,
+        "state": int(record.state),
+        "version": record.version,
+        "effective_at_us": us(record.effective_at),
+        "log_index": log_index,
+    }
+    if isinstance(record, Certificate):
+        return certificates, {
+            **common,
+            "scheme": int(record.scheme),
+            "certificate_number": record.certificate_number,
+            "issuing_body": record.issuing_body,
+            "holder_credit_code": record.holder.credit_code,
+            "holder_name": record.holder.name,
+            "issue_date": record.issue_date,
+            "expiry_date": record.expiry_date,
+        }
+    return records, {
+        **common,
+        "kind": _kind_number(record),
+        "valid_until": _attr(record, "valid_until", date),
+        "subject": _subject(record),
+        "classification": _int_or_none(getattr(record, "classification", None)),
+    }
+
+
+# RecordKind numbers of mrx.v1 (records.proto), by the domain classes' `kind` names.
+KIND_NUMBERS = {"certificate_status": 1, "assessor": 2, "test_report": 3, "pt_result": 4, "spot_check": 5}
+
+
+def _kind_number(record: StoredRecord) -> int:
+    return KIND_NUMBERS[str(getattr(record, "kind"))]  # noqa: B009  (a class constant, not in the protocol)
+
+
+def _subject(record: StoredRecord) -> str:
+    for name in ("lab_cma_number", "target_credit_code"):
+        value = getattr(record, name, None)
+        if isinstance(value, str):
+            return value[:64]
+    return ""
+
+
+def _attr(record: StoredRecord, name: str, kind: type[date]) -> date | None:
+    value = getattr(record, name, None)
+    return value if isinstance(value, kind) else None
+
+
+def _int_or_none(value: object) -> int | None:
+    return int(value) if isinstance(value, int) else None
