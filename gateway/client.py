@@ -28,16 +28,24 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from gateway.convert import certificate_to_proto
-from gateway.crypto.dsse import RECEIPT_PAYLOAD_TYPE, SUBMISSION_PAYLOAD_TYPE, sign_envelope
+from gateway.convert import KIND_NUMBERS, record_to_proto
+from gateway.crypto.dsse import (
+    DECISION_PAYLOAD_TYPE,
+    RECEIPT_PAYLOAD_TYPE,
+    SUBMISSION_PAYLOAD_TYPE,
+    sign_envelope,
+)
 from gateway.crypto.suites import PrivateKey, PublicKey, Suite, pae
-from gateway.domain.certificates import Certificate, CertState, Scheme
+from gateway.domain.certificates import CertState, Scheme
+from gateway.domain.records import Record
 from gateway.pb import (
     audit_pb2,
     audit_pb2_grpc,
     envelope_pb2,
     exchange_pb2,
     exchange_pb2_grpc,
+    recognition_pb2,
+    recognition_pb2_grpc,
     records_pb2,
     registry_pb2,
     registry_pb2_grpc,
@@ -101,7 +109,7 @@ class Outcome:
 
 
 def make_submission(
-    certificate: Certificate,
+    record: Record,
     *,
     sender: str,
     signer: PrivateKey,
@@ -109,20 +117,38 @@ def make_submission(
     created_at: datetime | None = None,
     nonce: bytes | None = None,
 ) -> envelope_pb2.Envelope:
-    """Sign a certificate status as a DSSE envelope ready for Submit."""
+    """Sign any record (certificate status, assessor, result) as a DSSE envelope for Submit."""
+    field, msg = record_to_proto(record)
     submission = records_pb2.Submission(
         header=records_pb2.SubmissionHeader(
             message_id=message_id or str(uuid.uuid4()),
             sender=sender,
             nonce=nonce if nonce is not None else os.urandom(16),
-            kind=records_pb2.RECORD_KIND_CERTIFICATE_STATUS,
+            kind=KIND_NUMBERS[field],  # type: ignore[arg-type]
         ),
-        certificate_status=certificate_to_proto(certificate),
     )
+    getattr(submission, field).CopyFrom(msg)
     submission.header.created_at.FromDatetime(created_at or datetime.now(UTC))
     return sign_envelope(
         payload_type=SUBMISSION_PAYLOAD_TYPE, payload=submission.SerializeToString(), signer=signer
     )
+
+
+class DecisionError(ReceiptError):
+    """A recognition decision did not verify against the gateway's key."""
+
+
+def verify_decision(
+    envelope: envelope_pb2.Envelope, gateway_keys: dict[str, PublicKey]
+) -> recognition_pb2.Decision:
+    """Check a decision envelope's type and gateway signature; return the Decision."""
+    if envelope.payload_type != DECISION_PAYLOAD_TYPE or len(envelope.signatures) != 1:
+        raise DecisionError("not a decision envelope")
+    sig = envelope.signatures[0]
+    key = gateway_keys.get(sig.keyid)
+    if key is None or not key.verify(pae(envelope.payload_type, envelope.payload), sig.sig):
+        raise DecisionError(f"decision signature does not verify with gateway key {sig.keyid!r}")
+    return recognition_pb2.Decision.FromString(envelope.payload)
 
 
 def verify_receipt(
@@ -160,6 +186,7 @@ class GatewayClient:
         )
         self.exchange = exchange_pb2_grpc.ExchangeServiceStub(self._channel)
         self.registry = registry_pb2_grpc.RegistryServiceStub(self._channel)
+        self.recognition = recognition_pb2_grpc.RecognitionServiceStub(self._channel)
         self.sender = sender
         self.signer = signer
         self.timeout = timeout
@@ -195,10 +222,10 @@ class GatewayClient:
             self._gateway_keys = keys
         return self._gateway_keys
 
-    def sign(self, certificate: Certificate, **kwargs: Any) -> envelope_pb2.Envelope:
+    def sign(self, record: Record, **kwargs: Any) -> envelope_pb2.Envelope:
         if self.signer is None or self.sender is None:
             raise ValueError("this client has no sender and signer; it can only read")
-        return make_submission(certificate, sender=self.sender, signer=self.signer, **kwargs)
+        return make_submission(record, sender=self.sender, signer=self.signer, **kwargs)
 
     def submit(self, envelope: envelope_pb2.Envelope) -> envelope_pb2.Receipt:
         """Submit a signed envelope; raises SubmissionRefused with the decoded reason."""
@@ -210,8 +237,8 @@ class GatewayClient:
             raise SubmissionRefused(Refusal.from_rpc_error(err)) from None
         return verify_receipt(response.receipt, self.gateway_keys)
 
-    def publish(self, certificate: Certificate, **kwargs: Any) -> envelope_pb2.Receipt:
-        return self.submit(self.sign(certificate, **kwargs))
+    def publish(self, record: Record, **kwargs: Any) -> envelope_pb2.Receipt:
+        return self.submit(self.sign(record, **kwargs))
 
     def submit_many(self, envelopes: Iterable[envelope_pb2.Envelope]) -> Iterator[Outcome]:
         """Stream envelopes; yields one Outcome per envelope, in order."""
@@ -223,8 +250,41 @@ class GatewayClient:
             else:
                 yield Outcome(response.sequence, None, Refusal.from_status(response.error))
 
-    def publish_many(self, certificates: Iterable[Certificate]) -> Iterator[Outcome]:
-        return self.submit_many(self.sign(c) for c in certificates)
+    def publish_many(self, records: Iterable[Record]) -> Iterator[Outcome]:
+        return self.submit_many(self.sign(r) for r in records)
+
+    def get_record(self, record_key: str) -> exchange_pb2.RecordView:
+        view: exchange_pb2.RecordView = self.exchange.GetRecord(
+            exchange_pb2.GetRecordRequest(record_key=record_key), timeout=self.timeout
+        )
+        return view
+
+    def check_recognition(
+        self,
+        *,
+        record_key: str | None = None,
+        assessor: recognition_pb2.AssessorQuestion | None = None,
+        as_of: str = "",
+    ) -> recognition_pb2.Decision:
+        """Ask for a signed recognition decision; returns it after checking the gateway's signature.
+
+        The call is signed with this client's key: the asker is this client's sender.
+        """
+        if self.signer is None or self.sender is None:
+            raise ValueError("recognition questions are signed: this client needs a sender and signer")
+        request = recognition_pb2.CheckRecognitionRequest(as_of=as_of)
+        if record_key is not None:
+            request.record_key = record_key
+        if assessor is not None:
+            request.assessor.CopyFrom(assessor)
+        metadata = sign_read(
+            signer=self.signer,
+            principal=self.sender,
+            method="/mrx.v1.RecognitionService/CheckRecognition",
+            request=request,
+        )
+        response = self.recognition.CheckRecognition(request, metadata=metadata, timeout=self.timeout)
+        return verify_decision(response.decision, self.gateway_keys)
 
     def get_certificate(self, scheme: Scheme, number: str) -> exchange_pb2.CertificateView:
         request = exchange_pb2.GetCertificateRequest(scheme=int(scheme), certificate_number=number)  # type: ignore[arg-type]

@@ -14,15 +14,25 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
 from gateway.client import GatewayClient, SubmissionRefused, make_submission
 from gateway.crypto.suites import PrivateKey, Suite, pae
 from gateway.domain.certificates import Certificate, CertState, Scheme
-from gateway.domain.demo_data import demo_certificates, demo_status_change
-from gateway.registry.federation import load_federation
+from gateway.domain.demo_data import (
+    demo_assessors,
+    demo_certificates,
+    demo_lab_cma_certificates,
+    demo_pt_results,
+    demo_spot_checks,
+    demo_status_change,
+    demo_test_reports,
+)
+from gateway.domain.records import Assessor, Record
+from gateway.pb import recognition_pb2, records_pb2
+from gateway.registry.federation import Federation, load_federation
 from gateway.registry.keygen import DEMO_ECDSA_ENTRY, load_demo_signers, write_demo_federation
 from gateway.server import CHINA, start_gateway
 from gateway.store.engine import open_engines, resolve_database_url
@@ -164,6 +174,20 @@ def run_demo(*, database: str | None, template: Path, keep: bool, out: TextIO) -
                 if expected != ("OK", "ORIGINAL_RECEIPT"):
                     failures.append(f"{label}: was not refused")
 
+        say()
+        say("5. Assessors and results (each published by its issuer, signed, receipted)")
+        clients.update(
+            {
+                code: GatewayClient(target, sender=code, signer=signers[code])
+                for code in ("CN-SN", "CN-HE", "CN-FJ")
+            }
+        )
+        result_keys = _publish_results(clients, today, say, failures)
+
+        say()
+        say("6. Recognition decisions (signed by the gateway; the asker files them as evidence)")
+        _recognition(clients, result_keys, js_cert, federation, say, failures)
+
         store = ReadStore(engines)
         say()
         say("Summary")
@@ -286,3 +310,106 @@ def _refusals(
         ("clock 2 h behind", ("FAILED_PRECONDITION", "STALE_MESSAGE"), stale),
         ("bad credit code", ("INVALID_ARGUMENT", "INVALID_FIELDS"), bad_code),
     ]
+
+
+def _publish_results(
+    clients: dict[str, GatewayClient], today: date, say: Callable[[str], None], failures: list[str]
+) -> dict[str, str]:
+    """Publish a small set of every kind; returns record keys the decisions ask about."""
+    keys: dict[str, str] = {}
+    batches: list[tuple[str, str, list[Record]]] = [
+        ("CN-JS", "lab CMA qualifications", list(demo_lab_cma_certificates("CN-JS", today=today))),
+        ("CN-JS", "test reports", list(demo_test_reports("CN-JS", count=6, today=today))),
+        ("CN-BJ", "PT results", list(demo_pt_results("CN-BJ", count=6, today=today))),
+        ("CN-SH", "spot checks", list(demo_spot_checks("CN-SH", count=4, today=today))),
+        ("CN-SN", "assessor records", list(demo_assessors("CN-SN", count=4, today=today))),
+    ]
+    for code, label, records in batches:
+        outcomes = list(clients[code].publish_many(records))
+        receipts = [o.receipt for o in outcomes if o.receipt is not None]
+        say(f"   {code} {label:<24} {len(records):>3} sent, {len(receipts):>3} receipts")
+        if len(receipts) != len(records):
+            failures.append(f"{code} {label}: {len(records) - len(receipts)} refused")
+            continue
+        keys[label] = receipts[0].record_key
+        if label == "PT results":
+            classes = [clients[code].get_record(r.record_key).pt_classification for r in receipts]
+            counts = {recognition_name(c): classes.count(c) for c in sorted(set(classes))}
+            say(f"   {'':6}{'':24} ISO 13528 classes: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        if label == "assessor records":
+            # One assessor in good standing, one whose qualification for a field lapsed.
+            good, lapsed = records[0], records[1]
+            assert isinstance(good, Assessor) and isinstance(lapsed, Assessor)
+            keys["assessor-field"] = good.qualifications[0].fields[0]
+            keys["assessor-expired"] = receipts[1].record_key
+            keys["assessor-expired-field"] = next(
+                q.fields[0] for q in lapsed.qualifications if q.valid_until < today
+            )
+    return keys
+
+
+def recognition_name(pt_class: int) -> str:
+    return records_pb2.PtClass.Name(pt_class).removeprefix("PT_CLASS_")  # type: ignore[arg-type]
+
+
+def _recognition(
+    clients: dict[str, GatewayClient],
+    keys: dict[str, str],
+    suspended: Certificate,
+    federation: Federation,
+    say: Callable[[str], None],
+    failures: list[str],
+) -> None:
+    report = keys.get("test reports", "")
+    assessor = keys.get("assessor records", "")
+    expired = keys.get("assessor-expired", "")
+    field, lapsed_field = keys.get("assessor-field", ""), keys.get("assessor-expired-field", "")
+
+    def assessor_question(key: str, field: str) -> recognition_pb2.AssessorQuestion:
+        _, home, number = key.split("/", 2)
+        return recognition_pb2.AssessorQuestion(registration_number=number, home=home, field=field)
+
+    questions: list[tuple[str, str, str, str, dict[str, object]]] = [
+        ("CN-SH", "RECOGNISED", "", "a Jiangsu test report, in YRD", {"record_key": report}),
+        ("CN-BJ", "RECOGNISED", "", "the same report, across YRD-BTH", {"record_key": report}),
+        (
+            "CN-GD",
+            "NOT_RECOGNISED",
+            "AGREEMENT_NOT_IN_FORCE",
+            "the same report, JS-GD pilot",
+            {"record_key": report},
+        ),
+        ("CN-FJ", "NOT_RECOGNISED", "NO_AGREEMENT", "the same report, from Fujian", {"record_key": report}),
+        (
+            "CN-AH",
+            "NOT_RECOGNISED",
+            "RECORD_SUSPENDED",
+            "the suspended CCC certificate",
+            {"record_key": suspended.key},
+        ),
+        (
+            "CN-HE",
+            "RECOGNISED",
+            "",
+            f"a Shaanxi assessor for {field}",
+            {"assessor": assessor_question(assessor, field)},
+        ),
+        (
+            "CN-HE",
+            "NOT_RECOGNISED",
+            "QUALIFICATION_EXPIRED",
+            f"another for {lapsed_field}",
+            {"assessor": assessor_question(expired, lapsed_field)},
+        ),
+    ]
+    for asker, verdict, reason, label, question in questions:
+        decision = clients[asker].check_recognition(**question)  # type: ignore[arg-type]
+        got = recognition_pb2.Verdict.Name(decision.verdict).removeprefix("VERDICT_")  # type: ignore[arg-type]
+        why = decision.agreement_id or "; ".join(f"{r.code}: {r.message}" for r in decision.reasons)
+        say(f"   {asker} asks about {label:<32} -> {got} ({why})")
+        codes = [r.code for r in decision.reasons]
+        if got != verdict or (reason and reason not in codes):
+            failures.append(
+                f"recognition of {label} by {asker}: got {got} {codes}, expected {verdict} {reason}"
+            )
+    say(f"   every decision's signature verified with the gateway key {federation.gateway_code}")

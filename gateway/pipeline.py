@@ -36,10 +36,16 @@ from datetime import UTC, datetime, timedelta
 
 from google.protobuf.message import DecodeError
 
-from gateway.convert import certificate_from_proto, timestamp_to_datetime
+from gateway.convert import (
+    KIND_FIELDS,
+    AnyRecordMessage,
+    claimed_issuer,
+    raw_record_key,
+    record_from_proto,
+    timestamp_to_datetime,
+)
 from gateway.crypto.dsse import RECEIPT_PAYLOAD_TYPE, SUBMISSION_PAYLOAD_TYPE, sha256, sign_envelope
 from gateway.crypto.suites import PrivateKey, Suite, pae
-from gateway.domain.certificates import Certificate, Scheme
 from gateway.domain.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -49,6 +55,7 @@ from gateway.domain.errors import (
     Unauthenticated,
 )
 from gateway.domain.identifiers import is_message_id
+from gateway.domain.records import DEFAULT_PT_BOUNDARIES, PtBoundaries, Record
 from gateway.pb import envelope_pb2, records_pb2
 from gateway.registry.federation import Federation, Role
 from gateway.store.sequencer import Accepted, Pending, Sequencer
@@ -75,12 +82,14 @@ class Pipeline:
         gateway_key: PrivateKey,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         limits: Limits | None = None,
+        pt_boundaries: PtBoundaries = DEFAULT_PT_BOUNDARIES,
     ):
         self.federation = federation
         self.sequencer = sequencer
         self.gateway_key = gateway_key
         self.clock = clock
         self.limits = limits or Limits()
+        self.pt_boundaries = pt_boundaries
         self._lock = threading.Lock()
         # Refusals that never reach the log, by reason: the operator's view of noise
         # and attacks that the audit log deliberately leaves out.
@@ -194,27 +203,26 @@ class Pipeline:
     ) -> Pending:
         """Decide the refusals that need no stored state; the sequencer does the rest."""
         header = submission.header
-        record_field = submission.WhichOneof("record")
-        cert_msg = submission.certificate_status
+        msg = _record_message(submission)
         item = Pending(
             envelope=raw,
             envelope_sha256=sha256(raw),
             sender=header.sender,
             message_id=header.message_id,
             kind=int(header.kind),
-            record_key=_loggable(_record_key(cert_msg), 200) if record_field == "certificate_status" else "",
-            record_version=min(cert_msg.version, 2**63 - 1),
-            # Bounded like record_key: a refused record may name any string as issuer.
-            subject_issuer=_loggable(cert_msg.issuer, 16),
+            # Bounded and sanitised: a refused record may carry any strings.
+            record_key=_loggable(raw_record_key(msg), 200) if msg is not None else "",
+            record_version=min(msg.version, 2**63 - 1) if msg is not None else 0,
+            subject_issuer=_loggable(claimed_issuer(msg), 16) if msg is not None else "",
             record=None,
         )
         item.early_refusal = self._freshness(header, now, created)
         try:
-            cert, warnings = self._authorize_and_validate(submission)
+            record, warnings = self._authorize_and_validate(submission, msg)
         except MrxError as err:
             item.late_refusal = err
         else:
-            item.record = cert
+            item.record = record
             item.warnings = tuple(warnings)
         return item
 
@@ -240,7 +248,9 @@ class Pipeline:
             },
         )
 
-    def _authorize_and_validate(self, submission: records_pb2.Submission) -> tuple[Certificate, list[str]]:
+    def _authorize_and_validate(
+        self, submission: records_pb2.Submission, msg: AnyRecordMessage | None
+    ) -> tuple[Record, list[str]]:
         header = submission.header
         participant = self.federation.participant(header.sender)
         if participant is None or participant.role is not Role.MEMBER:
@@ -256,29 +266,38 @@ class Pipeline:
             violations.append(
                 FieldViolation("header.nonce", f"{MIN_NONCE}-{MAX_NONCE} random bytes required")
             )
+        expected = KIND_FIELDS.get(header.kind)
         record_field = submission.WhichOneof("record")
-        if header.kind != records_pb2.RECORD_KIND_CERTIFICATE_STATUS:
+        if expected is None:
+            violations.append(FieldViolation("header.kind", f"unknown record kind {header.kind}"))
+        if msg is None or record_field is None:
+            violations.append(FieldViolation("record", "exactly one record is required"))
+        elif expected is not None and record_field != expected:
             violations.append(
-                FieldViolation(
-                    "header.kind", f"unsupported record kind {header.kind}; expected CERTIFICATE_STATUS"
-                )
+                FieldViolation("header.kind", f"says {expected} but the record is a {record_field}")
             )
-        if record_field != "certificate_status":
-            violations.append(FieldViolation("record", "a certificate_status record is required"))
-        if violations:
+        if violations or msg is None:
             raise InvalidArgument(
                 f"invalid submission: {violations[0].field}: {violations[0].description}",
                 violations=violations,
             )
-        msg = submission.certificate_status
-        if msg.issuer != header.sender:
+        issuer = claimed_issuer(msg)
+        if issuer != header.sender:
             raise PermissionDenied(
-                f"the certificate names issuer {msg.issuer or '(none)'}; {header.sender} may publish only "
-                "certificates issued under its own jurisdiction",
+                f"the record names {issuer or '(nobody)'} as its issuer; {header.sender} may publish only "
+                "records issued under its own jurisdiction (an assessor's only by its home participant)",
                 reason="NOT_ISSUER",
-                metadata={"issuer": msg.issuer, "sender": header.sender},
+                metadata={"issuer": issuer, "sender": header.sender},
             )
-        return certificate_from_proto(msg, field_prefix="certificate_status")
+        return record_from_proto(msg, pt_boundaries=self.pt_boundaries)
+
+
+def _record_message(submission: records_pb2.Submission) -> AnyRecordMessage | None:
+    field = submission.WhichOneof("record")
+    if field is None:
+        return None
+    msg: AnyRecordMessage = getattr(submission, field)
+    return msg
 
 
 def _loggable(text: str, limit: int) -> str:
@@ -288,12 +307,3 @@ def _loggable(text: str, limit: int) -> str:
     text, and one bad row must not fail the transaction its whole batch shares.
     """
     return "".join("\ufffd" if unicodedata.category(ch) in ("Cc", "Cs") else ch for ch in text[:limit])
-
-
-def _record_key(msg: records_pb2.CertificateStatus) -> str:
-    try:
-        scheme = Scheme(msg.scheme).name
-    except ValueError:
-        scheme = f"SCHEME_{msg.scheme}"
-    # Bounded so an oversized (and refused) number still fits the log's column.
-    return f"certificate_status/{scheme}/{msg.certificate_number[:64]}"

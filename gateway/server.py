@@ -16,11 +16,14 @@ from grpc_reflection.v1alpha import reflection
 
 from gateway.audit.checkpoints import Checkpointer
 from gateway.crypto.suites import PrivateKey
+from gateway.domain.records import DEFAULT_PT_BOUNDARIES, PtBoundaries
 from gateway.pb import (
     audit_pb2,
     audit_pb2_grpc,
     exchange_pb2,
     exchange_pb2_grpc,
+    recognition_pb2,
+    recognition_pb2_grpc,
     registry_pb2,
     registry_pb2_grpc,
 )
@@ -30,10 +33,12 @@ from gateway.services.audit import AuditServicer
 from gateway.services.auth import ReadAuthenticator
 from gateway.services.errors import ErrorInterceptor
 from gateway.services.exchange import ExchangeServicer
+from gateway.services.recognition import RecognitionServicer
 from gateway.services.registry import RegistryServicer
 from gateway.store.audit_reads import AuditStore
 from gateway.store.engine import Engines
 from gateway.store.reads import ReadStore
+from gateway.store.record_reads import RecordReads
 from gateway.store.sequencer import Sequencer
 
 log = logging.getLogger(__name__)
@@ -44,6 +49,7 @@ SERVICE_NAMES = (
     exchange_pb2.DESCRIPTOR.services_by_name["ExchangeService"].full_name,
     registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
+    recognition_pb2.DESCRIPTOR.services_by_name["RecognitionService"].full_name,
 )
 # Above our own envelope limit so an oversized envelope gets a precise
 # INVALID_ARGUMENT from the pipeline instead of gRPC's bare RESOURCE_EXHAUSTED.
@@ -112,13 +118,19 @@ def start_gateway(
     limits: Limits | None = None,
     tls: tuple[bytes, bytes] | None = None,
     checkpoint_interval: float = 10.0,
+    pt_boundaries: PtBoundaries = DEFAULT_PT_BOUNDARIES,
 ) -> Gateway:
     """Start serving; ``tls`` is (certificate chain PEM, private key PEM) or None for plaintext."""
     check_gateway_key(federation, gateway_key)
     sequencer = Sequencer(engines, clock=clock)
     sequencer.start()
     pipeline = Pipeline(
-        federation=federation, sequencer=sequencer, gateway_key=gateway_key, clock=clock, limits=limits
+        federation=federation,
+        sequencer=sequencer,
+        gateway_key=gateway_key,
+        clock=clock,
+        limits=limits,
+        pt_boundaries=pt_boundaries,
     )
     verify_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mrx-verify")
 
@@ -134,7 +146,13 @@ def start_gateway(
         ],
     )
     exchange_pb2_grpc.add_ExchangeServiceServicer_to_server(
-        ExchangeServicer(pipeline=pipeline, store=ReadStore(engines), today=today, verify_pool=verify_pool),
+        ExchangeServicer(
+            pipeline=pipeline,
+            store=ReadStore(engines),
+            today=today,
+            verify_pool=verify_pool,
+            records=RecordReads(engines),
+        ),
         server,
     )
     registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(federation), server)
@@ -144,6 +162,17 @@ def start_gateway(
         origin=f"{federation.name}/exchange-log",
         clock=clock,
         interval=checkpoint_interval,
+    )
+    recognition_pb2_grpc.add_RecognitionServiceServicer_to_server(
+        RecognitionServicer(
+            federation=federation,
+            records=RecordReads(engines),
+            auth=ReadAuthenticator(federation, clock=clock),
+            gateway_key=gateway_key,
+            clock=clock,
+            today=today,
+        ),
+        server,
     )
     audit_pb2_grpc.add_AuditServiceServicer_to_server(
         AuditServicer(

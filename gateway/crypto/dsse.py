@@ -14,6 +14,7 @@ from gateway.pb import envelope_pb2
 
 SUBMISSION_PAYLOAD_TYPE = "application/vnd.mrx.submission.v1+protobuf"
 RECEIPT_PAYLOAD_TYPE = "application/vnd.mrx.receipt.v1+protobuf"
+DECISION_PAYLOAD_TYPE = "application/vnd.mrx.decision.v1+protobuf"
 
 
 def sha256(data: bytes) -> bytes:

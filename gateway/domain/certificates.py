@@ -280,7 +280,14 @@ class VersionedState(Protocol):
     def version(self) -> int: ...
 
 
-def check_transition(previous: VersionedState | None, new: Certificate) -> None:
+class VersionedRecord(VersionedState, Protocol):
+    """A new version of any record kind: what the transition rules read of it."""
+
+    @property
+    def key(self) -> str: ...
+
+
+def check_transition(previous: VersionedState | None, new: VersionedRecord) -> None:
     """Refuse a new version that is stale or that leaves a final state.
 
     Raises FailedPrecondition with reason STALE_VERSION or ILLEGAL_TRANSITION. Who may

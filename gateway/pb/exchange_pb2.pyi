@@ -29,6 +29,71 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class GetRecordRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_KEY_FIELD_NUMBER: _builtins.int
+    record_key: _builtins.str
+    """As carried in receipts, e.g. "assessor/CN-JS/CMA-JS-2019-0317"."""
+    def __init__(
+        self,
+        *,
+        record_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["record_key", b"record_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRecordRequest: _TypeAlias = GetRecordRequest  # noqa: Y015
+
+@_typing.final
+class RecordView(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_KEY_FIELD_NUMBER: _builtins.int
+    ENVELOPE_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_STATE_FIELD_NUMBER: _builtins.int
+    LOG_INDEX_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    PT_CLASSIFICATION_FIELD_NUMBER: _builtins.int
+    record_key: _builtins.str
+    version: _builtins.int
+    effective_state: _records_pb2.CertificateState.ValueType
+    """As of today in China: EXPIRED once the record's validity has ended."""
+    log_index: _builtins.int
+    pt_classification: _records_pb2.PtClass.ValueType
+    """PT results: the gateway's ISO 13528 class."""
+    @_builtins.property
+    def envelope(self) -> _envelope_pb2.Envelope:
+        """The issuer's submission envelope of the current version; its payload holds the
+        record.
+        """
+
+    @_builtins.property
+    def received_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        record_key: _builtins.str = ...,
+        envelope: _envelope_pb2.Envelope | None = ...,
+        version: _builtins.int = ...,
+        effective_state: _records_pb2.CertificateState.ValueType = ...,
+        log_index: _builtins.int = ...,
+        received_at: _timestamp_pb2.Timestamp | None = ...,
+        pt_classification: _records_pb2.PtClass.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "received_at", b"received_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["effective_state", b"effective_state", "envelope", b"envelope", "log_index", b"log_index", "pt_classification", b"pt_classification", "received_at", b"received_at", "record_key", b"record_key", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordView: _TypeAlias = RecordView  # noqa: Y015
+
+@_typing.final
 class SubmitRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -55,6 +55,11 @@ class ExchangeServiceStub:
                 request_serializer=mrx_dot_v1_dot_exchange__pb2.QueryCertificatesRequest.SerializeToString,
                 response_deserializer=mrx_dot_v1_dot_exchange__pb2.QueryCertificatesResponse.FromString,
                 _registered_method=True)
+        self.GetRecord = channel.unary_unary(
+                '/mrx.v1.ExchangeService/GetRecord',
+                request_serializer=mrx_dot_v1_dot_exchange__pb2.GetRecordRequest.SerializeToString,
+                response_deserializer=mrx_dot_v1_dot_exchange__pb2.RecordView.FromString,
+                _registered_method=True)
 
 
 class ExchangeServiceServicer:
@@ -108,6 +113,15 @@ class ExchangeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRecord(self, request, context):
+        """Returns the current version of any record (assessor, test report, PT result, spot
+        check, or certificate) by its record key, with the issuer's signed envelope.
+        Errors: INVALID_ARGUMENT (malformed key), NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExchangeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +144,11 @@ def add_ExchangeServiceServicer_to_server(servicer, server):
                     servicer.QueryCertificates,
                     request_deserializer=mrx_dot_v1_dot_exchange__pb2.QueryCertificatesRequest.FromString,
                     response_serializer=mrx_dot_v1_dot_exchange__pb2.QueryCertificatesResponse.SerializeToString,
+            ),
+            'GetRecord': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRecord,
+                    request_deserializer=mrx_dot_v1_dot_exchange__pb2.GetRecordRequest.FromString,
+                    response_serializer=mrx_dot_v1_dot_exchange__pb2.RecordView.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -240,6 +259,33 @@ class ExchangeService:
             '/mrx.v1.ExchangeService/QueryCertificates',
             mrx_dot_v1_dot_exchange__pb2.QueryCertificatesRequest.SerializeToString,
             mrx_dot_v1_dot_exchange__pb2.QueryCertificatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRecord(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mrx.v1.ExchangeService/GetRecord',
+            mrx_dot_v1_dot_exchange__pb2.GetRecordRequest.SerializeToString,
+            mrx_dot_v1_dot_exchange__pb2.RecordView.FromString,
             options,
             channel_credentials,
             insecure,

@@ -69,6 +69,11 @@ class ExchangeServiceStub:
     number), page by page. Errors: INVALID_ARGUMENT (negative page size, unknown
     scheme or state, a page token not issued for these filters: BAD_PAGE_TOKEN).
     """
+    GetRecord: _grpc.UnaryUnaryMultiCallable[_exchange_pb2.GetRecordRequest, _exchange_pb2.RecordView]
+    """Returns the current version of any record (assessor, test report, PT result, spot
+    check, or certificate) by its record key, with the issuer's signed envelope.
+    Errors: INVALID_ARGUMENT (malformed key), NOT_FOUND.
+    """
 
 @_typing.type_check_only
 class ExchangeServiceAsyncStub(ExchangeServiceStub):
@@ -104,6 +109,11 @@ class ExchangeServiceAsyncStub(ExchangeServiceStub):
     """Lists certificates matching every given filter (none: all), ordered by (scheme,
     number), page by page. Errors: INVALID_ARGUMENT (negative page size, unknown
     scheme or state, a page token not issued for these filters: BAD_PAGE_TOKEN).
+    """
+    GetRecord: _aio.UnaryUnaryMultiCallable[_exchange_pb2.GetRecordRequest, _exchange_pb2.RecordView]  # type: ignore[assignment]
+    """Returns the current version of any record (assessor, test report, PT result, spot
+    check, or certificate) by its record key, with the issuer's signed envelope.
+    Errors: INVALID_ARGUMENT (malformed key), NOT_FOUND.
     """
 
 class ExchangeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -161,6 +171,17 @@ class ExchangeServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists certificates matching every given filter (none: all), ordered by (scheme,
         number), page by page. Errors: INVALID_ARGUMENT (negative page size, unknown
         scheme or state, a page token not issued for these filters: BAD_PAGE_TOKEN).
+        """
+
+    @_abc_1.abstractmethod
+    def GetRecord(
+        self,
+        request: _exchange_pb2.GetRecordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_exchange_pb2.RecordView, _abc.Awaitable[_exchange_pb2.RecordView]]:
+        """Returns the current version of any record (assessor, test report, PT result, spot
+        check, or certificate) by its record key, with the issuer's signed envelope.
+        Errors: INVALID_ARGUMENT (malformed key), NOT_FOUND.
         """
 
 def add_ExchangeServiceServicer_to_server(servicer: ExchangeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

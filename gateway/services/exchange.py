@@ -16,13 +16,14 @@ from typing import Any
 
 import grpc
 
-from gateway.convert import us_to_datetime
+from gateway.convert import KIND_NUMBERS, us_to_datetime
 from gateway.domain.certificates import CertState, Scheme, derive_state
 from gateway.domain.errors import FieldViolation, InvalidArgument, MrxError, NotFound
 from gateway.pb import exchange_pb2, exchange_pb2_grpc, records_pb2
 from gateway.pipeline import Pipeline
 from gateway.services.errors import internal_status, to_status
 from gateway.store.reads import CertificateFilter, ReadStore, StoredCertificate
+from gateway.store.record_reads import RecordReads
 from gateway.store.sequencer import Accepted
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,13 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
         store: ReadStore,
         today: Callable[[], date],
         verify_pool: ThreadPoolExecutor,
+        records: RecordReads,
     ):
         self._pipeline = pipeline
         self._store = store
         self._today = today
         self._verify_pool = verify_pool
+        self._records = records
 
     def Submit(
         self, request: exchange_pb2.SubmitRequest, context: grpc.ServicerContext
@@ -191,6 +194,27 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
             certificates=[self._view(r, today) for r in rows], next_page_token=token
         )
 
+    def GetRecord(
+        self, request: exchange_pb2.GetRecordRequest, context: grpc.ServicerContext
+    ) -> exchange_pb2.RecordView:
+        key = check_record_key(request.record_key, field="record_key")
+        snap = self._records.snapshot(key)
+        if snap is None:
+            raise NotFound(f"no record {key} has been published", reason="RECORD_NOT_FOUND")
+        latest = snap.history[-1]
+        view = exchange_pb2.RecordView(
+            record_key=key,
+            version=snap.version,
+            log_index=snap.log_index,
+            effective_state=int(derive_state(CertState(latest.state), snap.valid_until, self._today()))  # type: ignore[arg-type]
+            if snap.valid_until is not None
+            else latest.state,
+            pt_classification=snap.classification or 0,  # type: ignore[arg-type]
+        )
+        view.envelope.ParseFromString(snap.envelope)
+        view.received_at.FromDatetime(us_to_datetime(snap.received_at_us))
+        return view
+
     @staticmethod
     def _view(row: StoredCertificate, today: date) -> exchange_pb2.CertificateView:
         view = exchange_pb2.CertificateView(log_index=row.log_index)
@@ -214,6 +238,22 @@ def _text_violations(**fields: str) -> list[FieldViolation]:
         elif any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
             found.append(FieldViolation(name, "must not contain control characters"))
     return found
+
+
+def check_record_key(key: str, *, field: str) -> str:
+    """A record key as the gateway issues them: kind/... , bounded, no control characters."""
+    problem = None
+    if not key:
+        problem = "required"
+    elif len(key) > 200:
+        problem = "at most 200 characters"
+    elif any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in key):
+        problem = "must not contain control characters"
+    elif key.split("/", 1)[0] not in KIND_NUMBERS or key.count("/") < 2:
+        problem = "must look like <kind>/<issuer or scheme>/<number>, as in receipts"
+    if problem:
+        raise InvalidArgument(f"{field}: {problem}", violations=[FieldViolation(field, problem)])
+    return key
 
 
 def _filter_digest(flt: CertificateFilter) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Table, null, select
 
 from gateway.store.engine import Engines
 from gateway.store.schema import certificates, exchanges, record_versions, records
@@ -33,6 +34,9 @@ class RecordSnapshot:
     envelope_sha256: bytes
     # Every accepted version, oldest first.
     history: tuple[Version, ...]
+    received_at_us: int
+    # PT results: the gateway's class (mrx.v1.PtClass); None for other kinds.
+    classification: int | None
 
 
 class RecordReads:
@@ -42,10 +46,11 @@ class RecordReads:
     def snapshot(self, record_key: str) -> RecordSnapshot | None:
         with self._engines.reader.connect() as conn, conn.begin():
             row = None
-            for table, until in (
-                (certificates, certificates.c.expiry_date),
-                (records, records.c.valid_until),
-            ):
+            kinds: tuple[tuple[Table, Any, Any], ...] = (
+                (certificates, certificates.c.expiry_date, null()),
+                (records, records.c.valid_until, records.c.classification),
+            )
+            for table, until, classification in kinds:
                 c = table.c
                 row = conn.execute(
                     select(
@@ -53,8 +58,10 @@ class RecordReads:
                         c.version,
                         c.log_index,
                         until.label("valid_until"),
+                        classification.label("classification"),
                         exchanges.c.envelope,
                         exchanges.c.envelope_sha256,
+                        exchanges.c.received_at_us,
                     )
                     .join(exchanges, exchanges.c.log_index == c.log_index)
                     .where(c.record_key == record_key)
@@ -81,4 +88,6 @@ class RecordReads:
             envelope=row.envelope,
             envelope_sha256=row.envelope_sha256,
             history=history,
+            received_at_us=row.received_at_us,
+            classification=row.classification,
         )

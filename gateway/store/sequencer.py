@@ -253,7 +253,7 @@ class Sequencer:
                 metadata={"issuer": prev.issuer, "sender": item.sender},
             )
         try:
-            check_transition(prev, record)  # type: ignore[arg-type]
+            check_transition(prev, record)
         except FailedPrecondition as err:
             return err
         return None

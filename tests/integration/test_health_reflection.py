@@ -8,7 +8,12 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-SERVICES = ("mrx.v1.ExchangeService", "mrx.v1.RegistryService")
+SERVICES = (
+    "mrx.v1.ExchangeService",
+    "mrx.v1.RegistryService",
+    "mrx.v1.AuditService",
+    "mrx.v1.RecognitionService",
+)
 
 
 @pytest.fixture
@@ -65,6 +70,7 @@ def test_reflection_describes_the_exchange_service(channel):
         "SubmitStream",
         "GetCertificate",
         "QueryCertificates",
+        "GetRecord",
     }
     stream = next(m for m in service.method if m.name == "SubmitStream")
     assert stream.client_streaming and stream.server_streaming
