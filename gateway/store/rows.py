@@ -8,34 +8,21 @@ sequencer's stateful checks.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Table
 
-from gateway.domain.certificates import Certificate, CertState
+from gateway.convert import KIND_NUMBERS
+from gateway.domain.certificates import Certificate
+from gateway.domain.records import Record
 from gateway.store.schema import certificates, records
-
-
-class StoredRecord(Protocol):
-    """What the sequencer needs of any domain record."""
-
-    @property
-    def key(self) -> str: ...
-    @property
-    def issuer(self) -> str: ...
-    @property
-    def version(self) -> int: ...
-    @property
-    def state(self) -> CertState: ...
-    @property
-    def effective_at(self) -> datetime: ...
 
 
 def us(t: datetime) -> int:
     return int(t.timestamp()) * 1_000_000 + t.microsecond
 
 
-def current_row(record: StoredRecord, log_index: int) -> tuple[Table, dict[str, Any]]:
+def current_row(record: Record, log_index: int) -> tuple[Table, dict[str, Any]]:
     """The table and the full row of the record's current state."""
     common = {
         "record_key": record.key,
@@ -65,15 +52,11 @@ def current_row(record: StoredRecord, log_index: int) -> tuple[Table, dict[str, 
     }
 
 
-# RecordKind numbers of mrx.v1 (records.proto), by the domain classes' `kind` names.
-KIND_NUMBERS = {"certificate_status": 1, "assessor": 2, "test_report": 3, "pt_result": 4, "spot_check": 5}
-
-
-def _kind_number(record: StoredRecord) -> int:
+def _kind_number(record: Record) -> int:
     return KIND_NUMBERS[str(getattr(record, "kind"))]  # noqa: B009  (a class constant, not in the protocol)
 
 
-def _subject(record: StoredRecord) -> str:
+def _subject(record: Record) -> str:
     for name in ("lab_cma_number", "target_credit_code"):
         value = getattr(record, name, None)
         if isinstance(value, str):
@@ -81,7 +64,7 @@ def _subject(record: StoredRecord) -> str:
     return ""
 
 
-def _attr(record: StoredRecord, name: str, kind: type[date]) -> date | None:
+def _attr(record: Record, name: str, kind: type[date]) -> date | None:
     value = getattr(record, name, None)
     return value if isinstance(value, kind) else None
 

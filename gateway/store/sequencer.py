@@ -29,10 +29,11 @@ from gateway.audit.merkle import CompactRange, leaf_hash
 from gateway.crypto.dsse import sha256
 from gateway.domain.certificates import CertState, check_transition
 from gateway.domain.errors import AlreadyExists, FailedPrecondition, MrxError, PermissionDenied, Unavailable
+from gateway.domain.records import Record
 from gateway.pb import audit_pb2, envelope_pb2
 from gateway.store.engine import Engines
 from gateway.store.merkle import SqlNodeReader, insert_nodes
-from gateway.store.rows import StoredRecord, current_row, us
+from gateway.store.rows import current_row, us
 from gateway.store.schema import certificates, exchanges, record_versions, records
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class Pending:
     record_key: str
     record_version: int
     subject_issuer: str
-    record: StoredRecord | None
+    record: Record | None
     # Decided before the replay check (freshness): an identical resubmission still
     # gets its original receipt, a reused id with a stale clock is reported as stale.
     early_refusal: MrxError | None = None
@@ -167,7 +168,7 @@ class Sequencer:
             outcomes: list[Accepted | MrxError] = []
             log_rows: list[dict[str, Any]] = []
             version_rows: list[dict[str, Any]] = []
-            touched: dict[str, tuple[StoredRecord, int]] = {}
+            touched: dict[str, tuple[Record, int]] = {}
             for item in batch:
                 seen = by_digest.get(item.envelope_sha256)
                 if seen is not None:
@@ -293,7 +294,7 @@ class Sequencer:
 
     @staticmethod
     def _write_current(
-        conn: Connection, touched: dict[str, tuple[StoredRecord, int]], stored: dict[str, _Stored]
+        conn: Connection, touched: dict[str, tuple[Record, int]], stored: dict[str, _Stored]
     ) -> None:
         new_rows: dict[Table, list[dict[str, Any]]] = {}
         changed_rows: dict[Table, list[dict[str, Any]]] = {}
