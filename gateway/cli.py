@@ -103,7 +103,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _when(text: str) -> datetime:
     """--from/--to: an RFC 3339 time with an offset, or a date (midnight in China)."""
     # A bare date is a calendar day in China, the gateway's "today" for certificate dates.
-    from gateway.server import CHINA
+    from gateway.domain.records import CHINA
 
     try:
         if len(text) == 10:

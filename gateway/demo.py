@@ -30,11 +30,11 @@ from gateway.domain.demo_data import (
     demo_status_change,
     demo_test_reports,
 )
-from gateway.domain.records import Assessor, Record
+from gateway.domain.records import CHINA, Assessor, Record
 from gateway.pb import recognition_pb2, records_pb2
 from gateway.registry.federation import Federation, load_federation
 from gateway.registry.keygen import DEMO_ECDSA_ENTRY, load_demo_signers, write_demo_federation
-from gateway.server import CHINA, start_gateway
+from gateway.server import start_gateway
 from gateway.store.engine import open_engines, resolve_database_url
 from gateway.store.reads import ReadStore
 

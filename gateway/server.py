@@ -8,7 +8,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from zoneinfo import ZoneInfo
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -16,7 +15,9 @@ from grpc_reflection.v1alpha import reflection
 
 from gateway.audit.checkpoints import Checkpointer
 from gateway.crypto.suites import PrivateKey
-from gateway.domain.records import DEFAULT_PT_BOUNDARIES, PtBoundaries
+
+# Certificates expire on a calendar date in China; "today" is judged there.
+from gateway.domain.records import CHINA, DEFAULT_PT_BOUNDARIES, PtBoundaries
 from gateway.pb import (
     audit_pb2,
     audit_pb2_grpc,
@@ -43,8 +44,6 @@ from gateway.store.sequencer import Sequencer
 
 log = logging.getLogger(__name__)
 
-# Certificates expire on a calendar date in China; "today" is judged there.
-CHINA = ZoneInfo("Asia/Shanghai")
 SERVICE_NAMES = (
     exchange_pb2.DESCRIPTOR.services_by_name["ExchangeService"].full_name,
     registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,

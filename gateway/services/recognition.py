@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from datetime import date, datetime
@@ -21,7 +22,7 @@ from gateway.domain.recognition import (
     decide_assessor,
     decide_record,
 )
-from gateway.domain.records import Assessor, QualificationKind, StateOn, state_on
+from gateway.domain.records import CHINA, Assessor, QualificationKind, StateOn, state_on
 from gateway.pb import envelope_pb2, recognition_pb2, recognition_pb2_grpc, records_pb2
 from gateway.registry.federation import Federation, Role
 from gateway.services.auth import ReadAuthenticator
@@ -70,11 +71,8 @@ class RecognitionServicer(recognition_pb2_grpc.RecognitionServiceServicer):
             decision.record_key = key
         elif which == "assessor":
             q = request.assessor
+            _check_question(q)
             key = check_record_key(f"assessor/{q.home}/{q.registration_number}", field="assessor")
-            if not q.field.strip():
-                raise InvalidArgument(
-                    "assessor.field: required", violations=[FieldViolation("assessor.field", "required")]
-                )
             snap = self._records.snapshot(key)
             outcome = self._assessor(principal.code, q, snap, as_of)
             decision.record_key = key
@@ -167,7 +165,23 @@ class RecognitionServicer(recognition_pb2_grpc.RecognitionServiceServicer):
         record = self._federation.keys.get(envelope.signatures[0].keyid) if envelope.signatures else None
         if record is None or not record.revoked:
             return False, None
-        return True, record.revoked_at.date() if record.revoked_at else None
+        # Every date in a decision is a calendar day in China, as in the domain rules.
+        return True, record.revoked_at.astimezone(CHINA).date() if record.revoked_at else None
+
+
+def _check_question(q: recognition_pb2.AssessorQuestion) -> None:
+    violations = [
+        FieldViolation(f"assessor.{name}", "required")
+        for name in ("registration_number", "home", "field")
+        if not getattr(q, name).strip()
+    ]
+    if q.kind and q.kind not in QualificationKind._value2member_map_:
+        violations.append(FieldViolation("assessor.kind", f"unknown qualification kind {q.kind}"))
+    if violations:
+        raise InvalidArgument(
+            f"invalid assessor question: {violations[0].field}: {violations[0].description}",
+            violations=violations,
+        )
 
 
 def _decode(snap: RecordSnapshot) -> tuple[records_pb2.Submission, envelope_pb2.Envelope]:
@@ -180,8 +194,14 @@ def _state_on(snap: RecordSnapshot, on: date) -> StateOn:
     return state_on(history, on, snap.valid_until)
 
 
+_DATE = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+
+
 def _parse_as_of(value: str) -> date:
+    # Strictly YYYY-MM-DD: fromisoformat alone also takes 20260401 and week dates.
     try:
+        if not _DATE.match(value):
+            raise ValueError(value)
         return date.fromisoformat(value)
     except ValueError:
         raise InvalidArgument(
