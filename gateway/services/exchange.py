@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 # Unanswered items one stream may have in flight; beyond this the gateway stops
-# reading and HTTP/2 flow control pushes back on the client.
-STREAM_WINDOW = 2048
+# reading and HTTP/2 flow control pushes back on the client. Measured: 2,048 only
+# added queueing latency (p50 3-4 s) for the same throughput as 512.
+STREAM_WINDOW = 512
 _DONE = object()
 
 
