@@ -22,6 +22,7 @@ from gateway.crypto.suites import PrivateKey
 from gateway.pb import audit_pb2, envelope_pb2
 from gateway.store.engine import Engines
 from gateway.store.merkle import SqlNodeReader
+from gateway.store.rows import us
 from gateway.store.schema import checkpoints, exchanges
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class Checkpointer:
                     insert(checkpoints).values(
                         tree_size=size,
                         root_hash=root,
-                        created_at_us=int(now.timestamp() * 1_000_000),
+                        created_at_us=us(now),
                         envelope=envelope.SerializeToString(deterministic=True),
                     )
                 )

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -14,6 +12,7 @@ from gateway.domain.errors import FieldViolation, InvalidArgument, NotFound, Out
 from gateway.pb import audit_pb2, audit_pb2_grpc, envelope_pb2
 from gateway.registry.federation import Federation
 from gateway.services.auth import Principal, ReadAuthenticator
+from gateway.services.paging import bad_token, decode_token, encode_token
 from gateway.store.audit_reads import AuditReader, AuditStore, EntryFilter, LogEntry
 
 SERVICE = "/mrx.v1.AuditService/"
@@ -118,7 +117,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                 violations=[FieldViolation("received_to", "not after received_from")],
             )
         digest = _filter_digest(principal, request)
-        after = _decode_token(request.page_token, digest) if request.page_token else None
+        after = _decode_cursor(request.page_token, digest) if request.page_token else None
         limit = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
         with self._store.snapshot() as reader:
             rows = reader.list_entries(
@@ -128,7 +127,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         rows = rows[:limit]
         return audit_pb2.ListExchangesResponse(
             entries=[_entry(r) for r in rows],
-            next_page_token=_encode_token(rows[-1].log_index, digest) if more else "",
+            next_page_token=encode_token(digest, rows[-1].log_index) if more else "",
         )
 
     def GetEnvelope(
@@ -220,21 +219,8 @@ def _filter_digest(principal: Principal, request: audit_pb2.ListExchangesRequest
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def _encode_token(last: int, digest: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([last, digest]).encode()).decode().rstrip("=")
-
-
-def _decode_token(token: str, digest: str) -> int:
-    try:
-        last, got = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        last = int(last)
-    except (ValueError, TypeError):
-        last, got = -1, ""
-    # Tokens are not secret: check the cursor like any other input before it reaches SQL.
-    if got != digest or not 0 <= last < 2**63:
-        raise InvalidArgument(
-            "page_token is not a token this query returned",
-            violations=[FieldViolation("page_token", "not returned for these filters")],
-            reason="BAD_PAGE_TOKEN",
-        )
-    return int(last)
+def _decode_cursor(token: str, digest: str) -> int:
+    (last,) = decode_token(token, digest, 1)
+    if not isinstance(last, int) or not 0 <= last < 2**63:
+        raise bad_token()
+    return last

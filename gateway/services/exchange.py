@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
@@ -22,6 +21,7 @@ from gateway.domain.errors import FieldViolation, InvalidArgument, MrxError, Not
 from gateway.pb import exchange_pb2, exchange_pb2_grpc, records_pb2
 from gateway.pipeline import Pipeline
 from gateway.services.errors import internal_status, to_status
+from gateway.services.paging import bad_token, decode_token, encode_token, has_control_chars
 from gateway.store.reads import CertificateFilter, ReadStore, StoredCertificate
 from gateway.store.record_reads import RecordReads
 from gateway.store.sequencer import Accepted
@@ -236,7 +236,7 @@ def _text_violations(**fields: str) -> list[FieldViolation]:
     for name, value in fields.items():
         if len(value) > MAX_FILTER_LEN:
             found.append(FieldViolation(name, f"at most {MAX_FILTER_LEN} characters"))
-        elif any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        elif has_control_chars(value):
             found.append(FieldViolation(name, "must not contain control characters"))
     return found
 
@@ -248,7 +248,7 @@ def check_record_key(key: str, *, field: str) -> str:
         problem = "required"
     elif len(key) > 200:
         problem = "at most 200 characters"
-    elif any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in key):
+    elif has_control_chars(key):
         problem = "must not contain control characters"
     elif key.split("/", 1)[0] not in KIND_NUMBERS or key.count("/") < 2:
         problem = "must look like <kind>/<issuer or scheme>/<number>, as in receipts"
@@ -263,24 +263,16 @@ def _filter_digest(flt: CertificateFilter) -> str:
 
 
 def _encode_token(row: StoredCertificate, flt: CertificateFilter) -> str:
-    raw = json.dumps(
-        {"s": row.scheme, "n": row.certificate_number, "f": _filter_digest(flt)}, ensure_ascii=False
-    )
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return encode_token(_filter_digest(flt), row.scheme, row.certificate_number)
 
 
 def _decode_token(token: str, flt: CertificateFilter) -> tuple[int, str]:
-    bad = InvalidArgument(
-        "page_token is not a token this query returned",
-        violations=[FieldViolation("page_token", "not a token returned for these filters")],
-        reason="BAD_PAGE_TOKEN",
-    )
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        scheme, number, digest = int(data["s"]), str(data["n"]), str(data["f"])
-    except (ValueError, KeyError, TypeError):
-        raise bad from None
-    # Tokens are not secret, so check the cursor as strictly as any other input.
-    if digest != _filter_digest(flt) or scheme not in Scheme._value2member_map_ or _text_violations(n=number):
-        raise bad
+    scheme, number = decode_token(token, _filter_digest(flt), 2)
+    if (
+        not isinstance(scheme, int)
+        or scheme not in Scheme._value2member_map_
+        or not isinstance(number, str)
+        or _text_violations(n=number)
+    ):
+        raise bad_token()
     return scheme, number

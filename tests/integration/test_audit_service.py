@@ -440,7 +440,7 @@ def _forged_token(principal, request, cursor):
     shape = audit_pb2.ListExchangesRequest()
     shape.CopyFrom(request)
     digest = hashlib.sha256(principal.encode() + shape.SerializeToString(deterministic=True)).hexdigest()[:16]
-    return base64.urlsafe_b64encode(json.dumps([cursor, digest]).encode()).decode().rstrip("=")
+    return base64.urlsafe_b64encode(json.dumps([digest, cursor]).encode()).decode().rstrip("=")
 
 
 def test_a_forged_page_token_with_a_huge_cursor_is_refused_cleanly(scenario, audit, rpc_refusal):

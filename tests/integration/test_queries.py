@@ -265,7 +265,7 @@ def test_garbage_page_token(token, client_for, rpc_refusal):
 
 def test_forged_page_token_with_out_of_range_cursor(client_for, rpc_refusal):
     digest = hashlib.sha256(json.dumps(["", "", "CN-JS", 0, 0]).encode()).hexdigest()[:16]
-    token = base64.urlsafe_b64encode(json.dumps({"s": 2**64, "n": "x", "f": digest}).encode()).decode()
+    token = base64.urlsafe_b64encode(json.dumps([digest, 2**64, "x"]).encode()).decode()
     reader = client_for("CN-AH")
     rpc_refusal(
         lambda: query(reader, issuer="CN-JS", page_token=token), Code.INVALID_ARGUMENT, "BAD_PAGE_TOKEN"
