@@ -464,7 +464,7 @@ def make_servicer(engines: Engines, federation: Any) -> Any:
 
 
 def presigned(key: PrivateKey, indexes: Sequence[int]) -> list[tuple[Any, _Context, int]]:
-    from gateway.services.auth import sign_read
+    from gateway.crypto.reads import sign_read
 
     out = []
     for i in indexes:

@@ -36,6 +36,7 @@ def default_private_dir() -> Path:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.ledger.writer import WriterOptions
     from gateway.server import ConfigError, start_gateway
 
     federation = load_federation(args.federation)
@@ -54,11 +55,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         address=args.address,
         workers=args.workers,
         tls=tls,
+        checkpoint_interval=args.checkpoint_interval,
+        writer_options=WriterOptions(delay=max(args.commit_delay, 0.0) / 1000),
     )
     host = args.address.rsplit(":", 1)[0]
     print(
         f"mrx gateway serving on {host}:{gateway.port} ({engines.dialect}, federation {federation.name!r}, "
-        f"{len(federation.participants)} participants); Ctrl-C to stop",
+        f"{len(federation.participants)} participants, writer pid {gateway.writer.pid}); Ctrl-C to stop",
         flush=True,
     )
 
@@ -70,6 +73,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     gateway.wait()
     engines.dispose()
+    if gateway.failure is not None:
+        print(f"mrx serve: {gateway.failure}; stopped", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 
@@ -326,7 +332,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--gateway-keyid", required=True, help="its key id in the federation, e.g. MRX-GW/2026-01"
     )
-    serve.add_argument("--workers", type=int, default=16, help="RPC worker threads (default %(default)s)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=8,
+        help="threads for reads and for verifying batches (default %(default)s)",
+    )
+    serve.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        default=10.0,
+        help="seconds between signed checkpoints while the log grows (default %(default)s)",
+    )
+    serve.add_argument(
+        "--commit-delay",
+        type=float,
+        default=1.0,
+        help="milliseconds the writer waits for more submissions to share a commit (default %(default)s)",
+    )
     serve.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM); enables TLS")
     serve.add_argument("--tls-key", type=Path, help="server TLS private key (PEM)")
     serve.set_defaults(func=_cmd_serve)

@@ -8,6 +8,7 @@
         receipt = gw.publish(certificate)          # Receipt, signature checked
         for outcome in gw.publish_many(batch):     # streamed, one outcome per item
             ...
+        outcomes = gw.publish_batch(batch)         # SubmitBatch: many per call
 
 Every receipt is verified against the gateway's public key before it is returned:
 pass ``gateway_keys`` from your own copy of the federation file to pin them, or the
@@ -35,6 +36,7 @@ from gateway.crypto.dsse import (
     SUBMISSION_PAYLOAD_TYPE,
     sign_envelope,
 )
+from gateway.crypto.reads import sign_read
 from gateway.crypto.suites import PrivateKey, PublicKey, Suite, pae
 from gateway.domain.certificates import CertState, Scheme
 from gateway.domain.records import Record
@@ -50,7 +52,6 @@ from gateway.pb import (
     registry_pb2,
     registry_pb2_grpc,
 )
-from gateway.services.auth import sign_read
 
 
 class ReceiptError(Exception):
@@ -166,6 +167,25 @@ def verify_receipt(
     return envelope_pb2.Receipt.FromString(envelope.payload)
 
 
+# SubmitBatch limits (proto/mrx/v1/exchange.proto); the SDK splits larger batches.
+BATCH_MAX_ENVELOPES = 1000
+BATCH_MAX_BYTES = 16 * 1024 * 1024 - 64 * 1024  # leaves room for framing
+
+
+def _batches(envelopes: Iterable[envelope_pb2.Envelope]) -> Iterator[list[envelope_pb2.Envelope]]:
+    call: list[envelope_pb2.Envelope] = []
+    size = 0
+    for envelope in envelopes:
+        n = envelope.ByteSize() + 8
+        if call and (len(call) == BATCH_MAX_ENVELOPES or size + n > BATCH_MAX_BYTES):
+            yield call
+            call, size = [], 0
+        call.append(envelope)
+        size += n
+    if call:
+        yield call
+
+
 class GatewayClient:
     def __init__(
         self,
@@ -252,6 +272,36 @@ class GatewayClient:
 
     def publish_many(self, records: Iterable[Record]) -> Iterator[Outcome]:
         return self.submit_many(self.sign(r) for r in records)
+
+    def submit_batch(self, envelopes: Iterable[envelope_pb2.Envelope]) -> list[Outcome]:
+        """SubmitBatch: one Outcome per envelope, in order; the adapters' throughput path.
+
+        Split into calls of at most BATCH_MAX_ENVELOPES envelopes and BATCH_MAX_BYTES
+        bytes; each call is one transaction at the gateway. A call that fails as a whole
+        (UNAVAILABLE, a timeout) raises SubmissionRefused: resend the same envelopes and
+        those already committed come back with their original receipts.
+        """
+        keys = self.gateway_keys
+        outcomes: list[Outcome] = []
+        for call in _batches(envelopes):
+            try:
+                response = self.exchange.SubmitBatch(
+                    exchange_pb2.SubmitBatchRequest(envelopes=call), timeout=self.timeout
+                )
+            except grpc.RpcError as err:
+                raise SubmissionRefused(Refusal.from_rpc_error(err)) from None
+            base = len(outcomes)
+            for result in response.results:
+                if result.HasField("receipt"):
+                    outcomes.append(
+                        Outcome(base + result.sequence, verify_receipt(result.receipt, keys), None)
+                    )
+                else:
+                    outcomes.append(Outcome(base + result.sequence, None, Refusal.from_status(result.error)))
+        return outcomes
+
+    def publish_batch(self, records: Iterable[Record]) -> list[Outcome]:
+        return self.submit_batch(self.sign(r) for r in records)
 
     def get_record(self, record_key: str) -> exchange_pb2.RecordView:
         view: exchange_pb2.RecordView = self.exchange.GetRecord(

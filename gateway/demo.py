@@ -193,11 +193,14 @@ def run_demo(*, database: str | None, template: Path, keep: bool, out: TextIO) -
         say("Summary")
         say(f"   exchange log   {store.exchange_count()} entries (accepted and refused-after-signature)")
         say(f"   certificates   {store.certificate_count()} stored, from {len(PUBLISHERS)} participants")
-        unlogged = gateway.pipeline.unlogged_refusals
+        unlogged = gateway.verifier.unlogged_refusals
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(unlogged.items()))
         say(f"   not logged     {sum(unlogged.values())} refused before the signature was proven ({reasons})")
-        seq = gateway.sequencer
-        say(f"   group commit   {seq.committed} submissions in {seq.batches} transactions")
+        writer = gateway.writer_client
+        say(
+            f"   group commit   {writer.committed} submissions in {writer.commits} transactions "
+            f"(writer {gateway.writer.mode})"
+        )
         say(f"   took           {time.perf_counter() - started:.1f} s")
         for client in (*clients.values(), gd_ecdsa):
             client.close()

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
 import grpc
+from grpc_health.v1 import _async as aio_health
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from gateway.audit.checkpoints import Checkpointer
 from gateway.crypto.suites import PrivateKey
 
 # Certificates expire on a calendar date in China; "today" is judged there.
 from gateway.domain.records import CHINA, DEFAULT_PT_BOUNDARIES, PtBoundaries
+from gateway.ledger.checkpointer import Checkpointer
+from gateway.ledger.front import MAX_BATCH_BYTES, Submitter
+from gateway.ledger.verify import Limits, Verifier
+from gateway.ledger.writer import Writer, WriterClient, WriterOptions
 from gateway.pb import (
     audit_pb2,
     audit_pb2_grpc,
@@ -28,7 +35,6 @@ from gateway.pb import (
     registry_pb2,
     registry_pb2_grpc,
 )
-from gateway.pipeline import Limits, Pipeline
 from gateway.registry.federation import Federation, Role
 from gateway.services.audit import AuditServicer
 from gateway.services.auth import ReadAuthenticator
@@ -37,10 +43,10 @@ from gateway.services.exchange import ExchangeServicer
 from gateway.services.recognition import RecognitionServicer
 from gateway.services.registry import RegistryServicer
 from gateway.store.audit_reads import AuditStore
+from gateway.store.checkpoints import CheckpointStore
 from gateway.store.engine import Engines
 from gateway.store.reads import ReadStore
 from gateway.store.record_reads import RecordReads
-from gateway.store.sequencer import Sequencer
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +56,15 @@ SERVICE_NAMES = (
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     recognition_pb2.DESCRIPTOR.services_by_name["RecognitionService"].full_name,
 )
-# Above our own envelope limit so an oversized envelope gets a precise
-# INVALID_ARGUMENT from the pipeline instead of gRPC's bare RESOURCE_EXHAUSTED.
-MAX_RECEIVE_BYTES = 4 * 1024 * 1024
+# A SubmitBatch of up to 16 MiB of envelopes plus framing. Above the envelope limit, so
+# an oversized envelope gets a precise INVALID_ARGUMENT instead of a bare
+# RESOURCE_EXHAUSTED.
+MAX_RECEIVE_BYTES = MAX_BATCH_BYTES + 64 * 1024
+
+
+# Seconds a gateway whose writer died keeps answering UNAVAILABLE (health NOT_SERVING)
+# before it closes its port and exits.
+WRITER_DEATH_DRAIN = 2.0
 
 
 class ConfigError(RuntimeError):
@@ -74,36 +86,83 @@ def check_gateway_key(federation: Federation, key: PrivateKey) -> None:
 
 @dataclass
 class Gateway:
-    server: grpc.Server
+    """A running gateway: an asyncio gRPC server on a loop thread, and its writer."""
+
+    server: grpc.aio.Server
     port: int
-    sequencer: Sequencer
-    pipeline: Pipeline
+    loop: asyncio.AbstractEventLoop
+    writer: Writer
+    verifier: Verifier
     checkpointer: Checkpointer
-    health: health.HealthServicer
-    verify_pool: ThreadPoolExecutor
+    health: aio_health.HealthServicer
+    executor: ThreadPoolExecutor
+    _loop_thread: threading.Thread
+    # Why the gateway stopped accepting submissions on its own (its writer died), or None.
+    failure: str | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
+    _stop_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def writer_client(self) -> WriterClient:
+        assert self.writer.client is not None
+        return self.writer.client
+
+    def _call(self, coro: Coroutine[Any, Any, Any], timeout: float | None = None) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            self._call(self.health.set(name, status), timeout=5)
+
+    def writer_died(self, why: str) -> None:
+        """The writer is gone: stop accepting, say why, and (by default) stop serving."""
+        if self._stopped.is_set() or self.failure is not None:
+            return
+        self.failure = f"the gateway's writer stopped: {why}"
+        log.error("%s; submissions are refused with UNAVAILABLE and the gateway stops", self.failure)
+        try:
+            self.set_serving(False)
+        except Exception:
+            log.warning("could not update the health service", exc_info=True)
+
+        def drain_then_stop() -> None:
+            # Answer UNAVAILABLE for a moment before closing the port: calls racing the
+            # close would otherwise see CANCELLED, which clients do not read as "retry".
+            time.sleep(WRITER_DEATH_DRAIN)
+            self.stop(grace=5.0)
+
+        threading.Thread(target=drain_then_stop, name="mrx-stop", daemon=True).start()
+
     def stop(self, grace: float = 5.0) -> None:
         """Drain: stop accepting, let in-flight calls finish, commit what is queued."""
-        if self._stopped.is_set():
-            return
-        self._stopped.set()
-        self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
-        self.sequencer.stop()
-        self.checkpointer.stop()
-        try:
-            self.checkpointer.checkpoint_now()  # a last checkpoint covering everything committed
-        except Exception:
-            log.exception("final checkpoint failed")
-        self.verify_pool.shutdown(wait=False)
+        with self._stop_lock:
+            if self._stopped.is_set():
+                return
+            try:
+                self._call(self.health.enter_graceful_shutdown(), timeout=5)
+                self._call(self.server.stop(grace), timeout=grace + 10)
+            except Exception:
+                log.warning("server stop did not complete cleanly", exc_info=True)
+            self.writer.stop()
+            self.checkpointer.stop()
+            try:
+                self.checkpointer.checkpoint_now()  # a last checkpoint covering everything committed
+            except Exception:
+                log.warning("final checkpoint failed", exc_info=True)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._loop_thread.join(10)
+            self.executor.shutdown(wait=False)
+            self._stopped.set()
 
     def wait(self) -> None:
-        self.server.wait_for_termination()
+        self._stopped.wait()
 
 
 def start_gateway(
@@ -112,96 +171,120 @@ def start_gateway(
     engines: Engines,
     gateway_key: PrivateKey,
     address: str = "127.0.0.1:0",
-    workers: int = 16,
+    workers: int = 8,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     limits: Limits | None = None,
     tls: tuple[bytes, bytes] | None = None,
     checkpoint_interval: float = 10.0,
     pt_boundaries: PtBoundaries = DEFAULT_PT_BOUNDARIES,
+    writer_mode: str = "process",
+    writer_options: WriterOptions | None = None,
 ) -> Gateway:
-    """Start serving; ``tls`` is (certificate chain PEM, private key PEM) or None for plaintext."""
+    """Start serving; ``tls`` is (certificate chain PEM, private key PEM) or None for plaintext.
+
+    ``workers`` threads run the reads and verify batches and streams; submissions are
+    served on the asyncio loop. ``writer_mode`` "process" (the default and production
+    setting) runs the writer in its own process; "thread" runs the same loop in a thread.
+    """
     check_gateway_key(federation, gateway_key)
-    sequencer = Sequencer(engines, clock=clock)
-    sequencer.start()
-    pipeline = Pipeline(
-        federation=federation,
-        sequencer=sequencer,
-        gateway_key=gateway_key,
-        clock=clock,
-        limits=limits,
-        pt_boundaries=pt_boundaries,
-    )
-    verify_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mrx-verify")
+    holder: list[Gateway] = []
 
-    def today() -> date:
-        return clock().astimezone(CHINA).date()
+    def on_death(why: str) -> None:
+        if holder:
+            holder[0].writer_died(why)
 
-    server = grpc.server(
-        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mrx-rpc"),
-        interceptors=[ErrorInterceptor()],
-        options=[
-            ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
-            ("grpc.so_reuseport", 0),
-        ],
+    writer = Writer(engines.url, options=writer_options, mode=writer_mode, on_death=on_death)
+    client = writer.start()
+    verifier = Verifier(federation=federation, clock=clock, limits=limits, pt_boundaries=pt_boundaries)
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mrx-rpc")
+    submitter = Submitter(
+        verifier=verifier, writer=lambda: client, gateway_key=gateway_key, executor=executor
     )
-    exchange_pb2_grpc.add_ExchangeServiceServicer_to_server(
-        ExchangeServicer(
-            pipeline=pipeline,
-            store=ReadStore(engines),
-            today=today,
-            verify_pool=verify_pool,
-            records=RecordReads(engines),
-        ),
-        server,
-    )
-    registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(federation), server)
     checkpointer = Checkpointer(
-        engines,
+        CheckpointStore(engines),
         key=gateway_key,
         origin=f"{federation.name}/exchange-log",
         clock=clock,
         interval=checkpoint_interval,
     )
-    recognition_pb2_grpc.add_RecognitionServiceServicer_to_server(
-        RecognitionServicer(
-            federation=federation,
-            records=RecordReads(engines),
-            auth=ReadAuthenticator(federation, clock=clock),
-            gateway_key=gateway_key,
-            clock=clock,
-            today=today,
-        ),
-        server,
-    )
-    audit_pb2_grpc.add_AuditServiceServicer_to_server(
-        AuditServicer(
-            store=AuditStore(engines), auth=ReadAuthenticator(federation, clock=clock), federation=federation
-        ),
-        server,
-    )
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", *SERVICE_NAMES):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
-    if tls is not None:
-        port = server.add_secure_port(address, grpc.ssl_server_credentials([(tls[1], tls[0])]))
-    else:
-        port = server.add_insecure_port(address)
-    if port == 0:
-        sequencer.stop()
-        raise ConfigError(f"cannot listen on {address}")
-    server.start()
+
+    def today() -> date:
+        return clock().astimezone(CHINA).date()
+
+    async def build() -> tuple[grpc.aio.Server, int, aio_health.HealthServicer]:
+        server = grpc.aio.server(
+            interceptors=[ErrorInterceptor(executor)],
+            options=[
+                ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        exchange_pb2_grpc.add_ExchangeServiceServicer_to_server(
+            ExchangeServicer(
+                submitter=submitter, store=ReadStore(engines), today=today, records=RecordReads(engines)
+            ),
+            server,
+        )
+        registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(federation), server)
+        recognition_pb2_grpc.add_RecognitionServiceServicer_to_server(
+            RecognitionServicer(
+                federation=federation,
+                records=RecordReads(engines),
+                auth=ReadAuthenticator(federation, clock=clock),
+                gateway_key=gateway_key,
+                clock=clock,
+                today=today,
+            ),
+            server,
+        )
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(
+            AuditServicer(
+                store=AuditStore(engines),
+                auth=ReadAuthenticator(federation, clock=clock),
+                federation=federation,
+            ),
+            server,
+        )
+        health_servicer = aio_health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        for name in ("", *SERVICE_NAMES):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        if tls is not None:
+            port = server.add_secure_port(address, grpc.ssl_server_credentials([(tls[1], tls[0])]))
+        else:
+            port = server.add_insecure_port(address)
+        if port == 0:
+            raise ConfigError(f"cannot listen on {address}")
+        await server.start()
+        return server, port, health_servicer
+
+    loop = asyncio.new_event_loop()
+    loop_thread = threading.Thread(target=loop.run_forever, name="mrx-loop", daemon=True)
+    loop_thread.start()
+    try:
+        server, port, health_servicer = asyncio.run_coroutine_threadsafe(build(), loop).result(30)
+    except BaseException:
+        writer.stop()
+        loop.call_soon_threadsafe(loop.stop)
+        executor.shutdown(wait=False)
+        raise
     checkpointer.start()
-    log.info("mrx gateway listening on port %d (%s)", port, engines.dialect)
-    return Gateway(
+    log.info("mrx gateway listening on port %d (%s, writer %s)", port, engines.dialect, writer.mode)
+    gateway = Gateway(
         server=server,
         port=port,
-        sequencer=sequencer,
-        pipeline=pipeline,
+        loop=loop,
+        writer=writer,
+        verifier=verifier,
         checkpointer=checkpointer,
         health=health_servicer,
-        verify_pool=verify_pool,
+        executor=executor,
+        _loop_thread=loop_thread,
     )
+    holder.append(gateway)
+    if writer.client is not None and writer.client.closed_reason is not None:
+        gateway.writer_died(writer.client.closed_reason)
+    return gateway

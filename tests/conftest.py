@@ -43,6 +43,9 @@ ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_ENV = "MRX_TEST_POSTGRES_URL"
 POSTGRES_SKIP_REASON = f"{POSTGRES_ENV} not set: PostgreSQL tests skipped (CI sets it)"
 ERROR_DOMAIN = "mrx.gateway"
+# The writer runs in its own process, as in production; MRX_TEST_WRITER=thread runs the
+# same loop in a thread of the test process (quicker to start, easier to debug).
+WRITER_MODE = os.environ.get("MRX_TEST_WRITER", "process")
 
 # Keys added to the demo federation for key-validity tests, relative to the session start:
 # (keyid, owner, not_before offset, not_after offset or None, revoked).
@@ -223,12 +226,13 @@ class RunningGateway:
         return self.gateway.address
 
     @property
-    def sequencer(self) -> Any:
-        return self.gateway.sequencer
+    def writer(self) -> Any:
+        """The front end's side of the writer (commits, committed, submit)."""
+        return self.gateway.writer_client
 
     @property
-    def pipeline(self) -> Any:
-        return self.gateway.pipeline
+    def verifier(self) -> Any:
+        return self.gateway.verifier
 
     def stop(self) -> None:
         self.gateway.stop()
@@ -253,7 +257,7 @@ def gateway_factory(
             gateway_key=signers[federation.gateway_code],
             address="127.0.0.1:0",
             clock=clock,
-            **kwargs,
+            **{"writer_mode": WRITER_MODE, **kwargs},
         )
         running = RunningGateway(gateway=gw, engines=engines, store=ReadStore(engines))
         started.append(running)

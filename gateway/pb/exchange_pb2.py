@@ -29,7 +29,7 @@ from gateway.pb import envelope_pb2 as mrx_dot_v1_dot_envelope__pb2
 from gateway.pb import records_pb2 as mrx_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15mrx/v1/exchange.proto\x12\x06mrx.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x15mrx/v1/envelope.proto\x1a\x14mrx/v1/records.proto\"&\n\x10GetRecordRequest\x12\x12\n\nrecord_key\x18\x01 \x01(\t\"\xf8\x01\n\nRecordView\x12\x12\n\nrecord_key\x18\x01 \x01(\t\x12\"\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x10.mrx.v1.Envelope\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x31\n\x0f\x65\x66\x66\x65\x63tive_state\x18\x04 \x01(\x0e\x32\x18.mrx.v1.CertificateState\x12\x11\n\tlog_index\x18\x05 \x01(\x04\x12/\n\x0breceived_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x11pt_classification\x18\x07 \x01(\x0e\x32\x0f.mrx.v1.PtClass\"3\n\rSubmitRequest\x12\"\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x10.mrx.v1.Envelope\"3\n\x0eSubmitResponse\x12!\n\x07receipt\x18\x01 \x01(\x0b\x32\x10.mrx.v1.Envelope\"|\n\x14SubmitStreamResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12#\n\x07receipt\x18\x02 \x01(\x0b\x32\x10.mrx.v1.EnvelopeH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\"^\n\x15GetCertificateRequest\x12)\n\x06scheme\x18\x01 \x01(\x0e\x32\x19.mrx.v1.CertificateScheme\x12\x1a\n\x12\x63\x65rtificate_number\x18\x02 \x01(\t\"\xdc\x01\n\x0f\x43\x65rtificateView\x12.\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0b\x32\x19.mrx.v1.CertificateStatus\x12\x31\n\x0f\x65\x66\x66\x65\x63tive_state\x18\x02 \x01(\x0e\x32\x18.mrx.v1.CertificateState\x12\"\n\x08\x65nvelope\x18\x03 \x01(\x0b\x32\x10.mrx.v1.Envelope\x12\x11\n\tlog_index\x18\x04 \x01(\x04\x12/\n\x0breceived_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd7\x01\n\x18QueryCertificatesRequest\x12\x1a\n\x12holder_credit_code\x18\x01 \x01(\t\x12\x14\n\x0cissuing_body\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.mrx.v1.CertificateState\x12\x0e\n\x06issuer\x18\x04 \x01(\t\x12)\n\x06scheme\x18\x05 \x01(\x0e\x32\x19.mrx.v1.CertificateScheme\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"c\n\x19QueryCertificatesResponse\x12-\n\x0c\x63\x65rtificates\x18\x01 \x03(\x0b\x32\x17.mrx.v1.CertificateView\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xf2\x02\n\x0f\x45xchangeService\x12\x37\n\x06Submit\x12\x15.mrx.v1.SubmitRequest\x1a\x16.mrx.v1.SubmitResponse\x12G\n\x0cSubmitStream\x12\x15.mrx.v1.SubmitRequest\x1a\x1c.mrx.v1.SubmitStreamResponse(\x01\x30\x01\x12H\n\x0eGetCertificate\x12\x1d.mrx.v1.GetCertificateRequest\x1a\x17.mrx.v1.CertificateView\x12X\n\x11QueryCertificates\x12 .mrx.v1.QueryCertificatesRequest\x1a!.mrx.v1.QueryCertificatesResponse\x12\x39\n\tGetRecord\x12\x18.mrx.v1.GetRecordRequest\x1a\x12.mrx.v1.RecordViewb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15mrx/v1/exchange.proto\x12\x06mrx.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x15mrx/v1/envelope.proto\x1a\x14mrx/v1/records.proto\"&\n\x10GetRecordRequest\x12\x12\n\nrecord_key\x18\x01 \x01(\t\"\xf8\x01\n\nRecordView\x12\x12\n\nrecord_key\x18\x01 \x01(\t\x12\"\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x10.mrx.v1.Envelope\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x31\n\x0f\x65\x66\x66\x65\x63tive_state\x18\x04 \x01(\x0e\x32\x18.mrx.v1.CertificateState\x12\x11\n\tlog_index\x18\x05 \x01(\x04\x12/\n\x0breceived_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x11pt_classification\x18\x07 \x01(\x0e\x32\x0f.mrx.v1.PtClass\"3\n\rSubmitRequest\x12\"\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x10.mrx.v1.Envelope\"3\n\x0eSubmitResponse\x12!\n\x07receipt\x18\x01 \x01(\x0b\x32\x10.mrx.v1.Envelope\"9\n\x12SubmitBatchRequest\x12#\n\tenvelopes\x18\x01 \x03(\x0b\x32\x10.mrx.v1.Envelope\"D\n\x13SubmitBatchResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.mrx.v1.SubmitStreamResponse\"|\n\x14SubmitStreamResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12#\n\x07receipt\x18\x02 \x01(\x0b\x32\x10.mrx.v1.EnvelopeH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\"^\n\x15GetCertificateRequest\x12)\n\x06scheme\x18\x01 \x01(\x0e\x32\x19.mrx.v1.CertificateScheme\x12\x1a\n\x12\x63\x65rtificate_number\x18\x02 \x01(\t\"\xdc\x01\n\x0f\x43\x65rtificateView\x12.\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0b\x32\x19.mrx.v1.CertificateStatus\x12\x31\n\x0f\x65\x66\x66\x65\x63tive_state\x18\x02 \x01(\x0e\x32\x18.mrx.v1.CertificateState\x12\"\n\x08\x65nvelope\x18\x03 \x01(\x0b\x32\x10.mrx.v1.Envelope\x12\x11\n\tlog_index\x18\x04 \x01(\x04\x12/\n\x0breceived_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd7\x01\n\x18QueryCertificatesRequest\x12\x1a\n\x12holder_credit_code\x18\x01 \x01(\t\x12\x14\n\x0cissuing_body\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.mrx.v1.CertificateState\x12\x0e\n\x06issuer\x18\x04 \x01(\t\x12)\n\x06scheme\x18\x05 \x01(\x0e\x32\x19.mrx.v1.CertificateScheme\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"c\n\x19QueryCertificatesResponse\x12-\n\x0c\x63\x65rtificates\x18\x01 \x03(\x0b\x32\x17.mrx.v1.CertificateView\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xba\x03\n\x0f\x45xchangeService\x12\x37\n\x06Submit\x12\x15.mrx.v1.SubmitRequest\x1a\x16.mrx.v1.SubmitResponse\x12\x46\n\x0bSubmitBatch\x12\x1a.mrx.v1.SubmitBatchRequest\x1a\x1b.mrx.v1.SubmitBatchResponse\x12G\n\x0cSubmitStream\x12\x15.mrx.v1.SubmitRequest\x1a\x1c.mrx.v1.SubmitStreamResponse(\x01\x30\x01\x12H\n\x0eGetCertificate\x12\x1d.mrx.v1.GetCertificateRequest\x1a\x17.mrx.v1.CertificateView\x12X\n\x11QueryCertificates\x12 .mrx.v1.QueryCertificatesRequest\x1a!.mrx.v1.QueryCertificatesResponse\x12\x39\n\tGetRecord\x12\x18.mrx.v1.GetRecordRequest\x1a\x12.mrx.v1.RecordViewb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,16 +44,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITREQUEST']._serialized_end=478
   _globals['_SUBMITRESPONSE']._serialized_start=480
   _globals['_SUBMITRESPONSE']._serialized_end=531
-  _globals['_SUBMITSTREAMRESPONSE']._serialized_start=533
-  _globals['_SUBMITSTREAMRESPONSE']._serialized_end=657
-  _globals['_GETCERTIFICATEREQUEST']._serialized_start=659
-  _globals['_GETCERTIFICATEREQUEST']._serialized_end=753
-  _globals['_CERTIFICATEVIEW']._serialized_start=756
-  _globals['_CERTIFICATEVIEW']._serialized_end=976
-  _globals['_QUERYCERTIFICATESREQUEST']._serialized_start=979
-  _globals['_QUERYCERTIFICATESREQUEST']._serialized_end=1194
-  _globals['_QUERYCERTIFICATESRESPONSE']._serialized_start=1196
-  _globals['_QUERYCERTIFICATESRESPONSE']._serialized_end=1295
-  _globals['_EXCHANGESERVICE']._serialized_start=1298
-  _globals['_EXCHANGESERVICE']._serialized_end=1668
+  _globals['_SUBMITBATCHREQUEST']._serialized_start=533
+  _globals['_SUBMITBATCHREQUEST']._serialized_end=590
+  _globals['_SUBMITBATCHRESPONSE']._serialized_start=592
+  _globals['_SUBMITBATCHRESPONSE']._serialized_end=660
+  _globals['_SUBMITSTREAMRESPONSE']._serialized_start=662
+  _globals['_SUBMITSTREAMRESPONSE']._serialized_end=786
+  _globals['_GETCERTIFICATEREQUEST']._serialized_start=788
+  _globals['_GETCERTIFICATEREQUEST']._serialized_end=882
+  _globals['_CERTIFICATEVIEW']._serialized_start=885
+  _globals['_CERTIFICATEVIEW']._serialized_end=1105
+  _globals['_QUERYCERTIFICATESREQUEST']._serialized_start=1108
+  _globals['_QUERYCERTIFICATESREQUEST']._serialized_end=1323
+  _globals['_QUERYCERTIFICATESRESPONSE']._serialized_start=1325
+  _globals['_QUERYCERTIFICATESRESPONSE']._serialized_end=1424
+  _globals['_EXCHANGESERVICE']._serialized_start=1427
+  _globals['_EXCHANGESERVICE']._serialized_end=1869
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,11 @@ class ExchangeServiceStub:
                 request_serializer=mrx_dot_v1_dot_exchange__pb2.SubmitRequest.SerializeToString,
                 response_deserializer=mrx_dot_v1_dot_exchange__pb2.SubmitResponse.FromString,
                 _registered_method=True)
+        self.SubmitBatch = channel.unary_unary(
+                '/mrx.v1.ExchangeService/SubmitBatch',
+                request_serializer=mrx_dot_v1_dot_exchange__pb2.SubmitBatchRequest.SerializeToString,
+                response_deserializer=mrx_dot_v1_dot_exchange__pb2.SubmitBatchResponse.FromString,
+                _registered_method=True)
         self.SubmitStream = channel.stream_stream(
                 '/mrx.v1.ExchangeService/SubmitStream',
                 request_serializer=mrx_dot_v1_dot_exchange__pb2.SubmitRequest.SerializeToString,
@@ -80,7 +85,26 @@ class ExchangeServiceServicer:
         STALE_MESSAGE); illegal status transition; version older
         than or equal to the stored one with different content
         ALREADY_EXISTS      message id already used by the sender with different bytes
-        UNAVAILABLE         the gateway is shutting down; retry elsewhere
+        UNAVAILABLE         the gateway is shutting down (SHUTTING_DOWN), its writer or
+        database is unavailable (WRITER_UNAVAILABLE,
+        STORE_UNAVAILABLE); the submission was not acknowledged, so
+        retry the same envelope: if it was committed after all, the
+        retry returns the original receipt
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitBatch(self, request, context):
+        """Submits many envelopes in one call: the throughput path for adapters and
+        reconciliation. All of them are committed in one transaction and answered in one
+        response, one result per envelope in the order sent (a receipt or the error Submit
+        would have returned for it); one bad envelope never fails the others. Envelopes
+        of one record apply in order. At most 1,000 envelopes and 16 MiB per call. The
+        call itself fails only with:
+        INVALID_ARGUMENT    no envelopes (reason EMPTY_BATCH)
+        RESOURCE_EXHAUSTED  more than 1,000 envelopes (BATCH_TOO_LARGE) or the message
+        is over 16 MiB
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,6 +154,11 @@ def add_ExchangeServiceServicer_to_server(servicer, server):
                     request_deserializer=mrx_dot_v1_dot_exchange__pb2.SubmitRequest.FromString,
                     response_serializer=mrx_dot_v1_dot_exchange__pb2.SubmitResponse.SerializeToString,
             ),
+            'SubmitBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitBatch,
+                    request_deserializer=mrx_dot_v1_dot_exchange__pb2.SubmitBatchRequest.FromString,
+                    response_serializer=mrx_dot_v1_dot_exchange__pb2.SubmitBatchResponse.SerializeToString,
+            ),
             'SubmitStream': grpc.stream_stream_rpc_method_handler(
                     servicer.SubmitStream,
                     request_deserializer=mrx_dot_v1_dot_exchange__pb2.SubmitRequest.FromString,
@@ -178,6 +207,33 @@ class ExchangeService:
             '/mrx.v1.ExchangeService/Submit',
             mrx_dot_v1_dot_exchange__pb2.SubmitRequest.SerializeToString,
             mrx_dot_v1_dot_exchange__pb2.SubmitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mrx.v1.ExchangeService/SubmitBatch',
+            mrx_dot_v1_dot_exchange__pb2.SubmitBatchRequest.SerializeToString,
+            mrx_dot_v1_dot_exchange__pb2.SubmitBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

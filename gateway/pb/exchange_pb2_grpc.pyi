@@ -52,7 +52,22 @@ class ExchangeServiceStub:
                           STALE_MESSAGE); illegal status transition; version older
                           than or equal to the stored one with different content
       ALREADY_EXISTS      message id already used by the sender with different bytes
-      UNAVAILABLE         the gateway is shutting down; retry elsewhere
+      UNAVAILABLE         the gateway is shutting down (SHUTTING_DOWN), its writer or
+                          database is unavailable (WRITER_UNAVAILABLE,
+                          STORE_UNAVAILABLE); the submission was not acknowledged, so
+                          retry the same envelope: if it was committed after all, the
+                          retry returns the original receipt
+    """
+    SubmitBatch: _grpc.UnaryUnaryMultiCallable[_exchange_pb2.SubmitBatchRequest, _exchange_pb2.SubmitBatchResponse]
+    """Submits many envelopes in one call: the throughput path for adapters and
+    reconciliation. All of them are committed in one transaction and answered in one
+    response, one result per envelope in the order sent (a receipt or the error Submit
+    would have returned for it); one bad envelope never fails the others. Envelopes
+    of one record apply in order. At most 1,000 envelopes and 16 MiB per call. The
+    call itself fails only with:
+      INVALID_ARGUMENT    no envelopes (reason EMPTY_BATCH)
+      RESOURCE_EXHAUSTED  more than 1,000 envelopes (BATCH_TOO_LARGE) or the message
+                          is over 16 MiB
     """
     SubmitStream: _grpc.StreamStreamMultiCallable[_exchange_pb2.SubmitRequest, _exchange_pb2.SubmitStreamResponse]
     """Streams a batch. Each request gets exactly one response, in order, carrying
@@ -93,7 +108,22 @@ class ExchangeServiceAsyncStub(ExchangeServiceStub):
                           STALE_MESSAGE); illegal status transition; version older
                           than or equal to the stored one with different content
       ALREADY_EXISTS      message id already used by the sender with different bytes
-      UNAVAILABLE         the gateway is shutting down; retry elsewhere
+      UNAVAILABLE         the gateway is shutting down (SHUTTING_DOWN), its writer or
+                          database is unavailable (WRITER_UNAVAILABLE,
+                          STORE_UNAVAILABLE); the submission was not acknowledged, so
+                          retry the same envelope: if it was committed after all, the
+                          retry returns the original receipt
+    """
+    SubmitBatch: _aio.UnaryUnaryMultiCallable[_exchange_pb2.SubmitBatchRequest, _exchange_pb2.SubmitBatchResponse]  # type: ignore[assignment]
+    """Submits many envelopes in one call: the throughput path for adapters and
+    reconciliation. All of them are committed in one transaction and answered in one
+    response, one result per envelope in the order sent (a receipt or the error Submit
+    would have returned for it); one bad envelope never fails the others. Envelopes
+    of one record apply in order. At most 1,000 envelopes and 16 MiB per call. The
+    call itself fails only with:
+      INVALID_ARGUMENT    no envelopes (reason EMPTY_BATCH)
+      RESOURCE_EXHAUSTED  more than 1,000 envelopes (BATCH_TOO_LARGE) or the message
+                          is over 16 MiB
     """
     SubmitStream: _aio.StreamStreamMultiCallable[_exchange_pb2.SubmitRequest, _exchange_pb2.SubmitStreamResponse]  # type: ignore[assignment]
     """Streams a batch. Each request gets exactly one response, in order, carrying
@@ -137,7 +167,28 @@ class ExchangeServiceServicer(metaclass=_abc_1.ABCMeta):
                               STALE_MESSAGE); illegal status transition; version older
                               than or equal to the stored one with different content
           ALREADY_EXISTS      message id already used by the sender with different bytes
-          UNAVAILABLE         the gateway is shutting down; retry elsewhere
+          UNAVAILABLE         the gateway is shutting down (SHUTTING_DOWN), its writer or
+                              database is unavailable (WRITER_UNAVAILABLE,
+                              STORE_UNAVAILABLE); the submission was not acknowledged, so
+                              retry the same envelope: if it was committed after all, the
+                              retry returns the original receipt
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitBatch(
+        self,
+        request: _exchange_pb2.SubmitBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_exchange_pb2.SubmitBatchResponse, _abc.Awaitable[_exchange_pb2.SubmitBatchResponse]]:
+        """Submits many envelopes in one call: the throughput path for adapters and
+        reconciliation. All of them are committed in one transaction and answered in one
+        response, one result per envelope in the order sent (a receipt or the error Submit
+        would have returned for it); one bad envelope never fails the others. Envelopes
+        of one record apply in order. At most 1,000 envelopes and 16 MiB per call. The
+        call itself fails only with:
+          INVALID_ARGUMENT    no envelopes (reason EMPTY_BATCH)
+          RESOURCE_EXHAUSTED  more than 1,000 envelopes (BATCH_TOO_LARGE) or the message
+                              is over 16 MiB
         """
 
     @_abc_1.abstractmethod

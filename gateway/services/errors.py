@@ -8,9 +8,12 @@ exception is logged under the same id so an operator can find it.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
 from typing import Any
 
 import grpc
@@ -72,67 +75,76 @@ def internal_status(correlation_id: str) -> status_pb2.Status:
     )
 
 
-def _abort(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
-    if isinstance(exc, e.MrxError):
-        context.abort_with_status(rpc_status.to_status(to_status(exc)))
-    correlation_id = uuid.uuid4().hex[:16]
-    log.error("unexpected error in %s, correlation id %s", method, correlation_id, exc_info=exc)
-    context.abort_with_status(rpc_status.to_status(internal_status(correlation_id)))
+def _trailers(status: status_pb2.Status) -> tuple[grpc.StatusCode, str, Any]:
+    st = rpc_status.to_status(status)
+    return st.code, st.details, st.trailing_metadata
 
 
-def _wrap_unary(fn: Callable[[Any, grpc.ServicerContext], Any], method: str) -> Callable[..., Any]:
-    def handler(request: Any, context: grpc.ServicerContext) -> Any:
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException, method: str) -> None:
+    status = to_status(exc) if isinstance(exc, e.MrxError) else _internal(exc, method)
+    await context.abort(*_trailers(status))
+
+
+def _wrap_unary(fn: Callable[..., Any], method: str, executor: Executor) -> Callable[..., Any]:
+    is_async = inspect.iscoroutinefunction(fn)
+
+    async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            return fn(request, context)
+            if is_async:
+                return await fn(request, context)
+            # Reads are plain functions doing blocking SQL: they run in the pool, never
+            # on the loop that serves the submissions.
+            return await asyncio.get_running_loop().run_in_executor(executor, fn, request, context)
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AbortError:
+            raise
         except Exception as exc:
-            if _is_abort(exc):
-                raise
-            _abort(context, exc, method)
+            await _abort(context, exc, method)
             raise  # unreachable: abort raises
 
     return handler
 
 
-def _wrap_stream(fn: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str) -> Callable[..., Any]:
-    def handler(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+def _wrap_stream(fn: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., Any]:
+    async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         try:
-            yield from fn(request, context)
+            async for item in fn(request, context):
+                yield item
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AbortError:
+            raise
         except Exception as exc:
-            if _is_abort(exc):
-                raise
-            _abort(context, exc, method)
+            await _abort(context, exc, method)
 
     return handler
 
 
-def _is_abort(exc: Exception) -> bool:
-    # grpc's context.abort() signals by raising a bare Exception(); let it through.
-    return type(exc) is Exception
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Applies the mapping above to every handler of the (asyncio) server.
 
+    Plain (synchronous) unary handlers are run in ``executor``; streaming handlers must
+    be async generators.
+    """
 
-class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Applies the mapping above to every handler of the server."""
+    def __init__(self, executor: Executor):
+        self._executor = executor
 
-    def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
-        handler = continuation(handler_call_details)
+    async def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
+        handler = await continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, method),
+                _wrap_unary(handler.unary_unary, method, self._executor),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(handler.stream_unary, method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -143,3 +155,39 @@ class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 response_serializer=handler.response_serializer,
             )
         return handler
+
+
+class SyncErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """The same mapping for a synchronous ``grpc.Server`` serving unary methods.
+
+    The gateway itself runs on grpc.aio; this serves the read-only servicers when they
+    are mounted on a thread-pool server (pytest-grpc's, or an embedding application).
+    """
+
+    def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None or not handler.unary_unary:
+            return handler
+        fn, method = handler.unary_unary, handler_call_details.method
+
+        def unary(request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                return fn(request, context)
+            except Exception as exc:
+                if type(exc) is Exception:  # grpc's own abort signal
+                    raise
+                status = to_status(exc) if isinstance(exc, e.MrxError) else _internal(exc, method)
+                context.abort_with_status(rpc_status.to_status(status))
+                raise  # unreachable: abort raises
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _internal(exc: BaseException, method: str) -> status_pb2.Status:
+    correlation_id = uuid.uuid4().hex[:16]
+    log.error("unexpected error in %s, correlation id %s", method, correlation_id, exc_info=exc)
+    return internal_status(correlation_id)

@@ -1,15 +1,15 @@
-"""ExchangeService: Submit, SubmitStream, GetCertificate, QueryCertificates."""
+"""ExchangeService: Submit, SubmitBatch, SubmitStream, GetCertificate, QueryCertificates, GetRecord.
+
+Thin: protobuf in, protobuf out. Submissions are the ledger's (gateway/ledger/front.py);
+reads are plain functions the server runs in its thread pool.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import queue
-import threading
-import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable
 from datetime import date
 from typing import Any
 
@@ -18,122 +18,68 @@ import grpc
 from gateway.convert import KIND_NUMBERS, us_to_datetime
 from gateway.domain.certificates import CertState, Scheme, derive_state
 from gateway.domain.errors import FieldViolation, InvalidArgument, MrxError, NotFound
-from gateway.pb import exchange_pb2, exchange_pb2_grpc, records_pb2
-from gateway.pipeline import Pipeline
-from gateway.services.errors import internal_status, to_status
+from gateway.ledger.front import Submitter
+from gateway.ledger.values import Accepted
+from gateway.pb import envelope_pb2, exchange_pb2, exchange_pb2_grpc, records_pb2
+from gateway.services.errors import to_status
 from gateway.services.paging import bad_token, decode_token, encode_token, has_control_chars
 from gateway.store.reads import CertificateFilter, ReadStore, StoredCertificate
 from gateway.store.record_reads import RecordReads
-from gateway.store.sequencer import Accepted
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-# Unanswered items one stream may have in flight; beyond this the gateway stops
-# reading and HTTP/2 flow control pushes back on the client. Measured: 2,048 only
-# added queueing latency (p50 3-4 s) for the same throughput as 512.
-STREAM_WINDOW = 512
-_DONE = object()
 
 
 class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
     def __init__(
         self,
         *,
-        pipeline: Pipeline,
+        submitter: Submitter,
         store: ReadStore,
         today: Callable[[], date],
-        verify_pool: ThreadPoolExecutor,
         records: RecordReads,
     ):
-        self._pipeline = pipeline
+        self._submitter = submitter
         self._store = store
         self._today = today
-        self._verify_pool = verify_pool
         self._records = records
 
-    def Submit(
-        self, request: exchange_pb2.SubmitRequest, context: grpc.ServicerContext
+    async def Submit(
+        self, request: exchange_pb2.SubmitRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> exchange_pb2.SubmitResponse:
-        accepted = self._pipeline.submit(request.envelope).result()
-        return exchange_pb2.SubmitResponse(receipt=self._pipeline.sign_receipt(accepted))
+        accepted = await self._submitter.submit(request.envelope)
+        return exchange_pb2.SubmitResponse(receipt=self._submitter.receipt(accepted))
 
-    def SubmitStream(
-        self, request_iterator: Iterator[exchange_pb2.SubmitRequest], context: grpc.ServicerContext
-    ) -> Iterator[exchange_pb2.SubmitStreamResponse]:
-        # Three stages so the stream stays full: a reader hands envelopes to the verify
-        # pool (signature checks run in parallel, the GIL is released), a forwarder
-        # passes verified items to the sequencer in stream order (two versions of one
-        # certificate in one stream must be applied in the order sent), and this
-        # generator answers in order as commits land.
-        verified: queue.Queue[Any] = queue.Queue(maxsize=STREAM_WINDOW)
-        committed: queue.Queue[Any] = queue.Queue(maxsize=STREAM_WINDOW)
-        # Set when the RPC ends for any reason: a cancelled client stops draining the
-        # queues, and the helper threads must not stay blocked on them forever.
-        ended = threading.Event()
-        context.add_callback(ended.set)
+    async def SubmitBatch(
+        self, request: exchange_pb2.SubmitBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> exchange_pb2.SubmitBatchResponse:
+        results = await self._submitter.submit_batch(request.envelopes)
+        return exchange_pb2.SubmitBatchResponse(
+            results=[self._stream_response(seq, result) for seq, result in enumerate(results)]
+        )
 
-        def put(q: queue.Queue[Any], item: Any) -> bool:
-            while not ended.is_set():
-                try:
-                    q.put(item, timeout=0.5)
-                    return True
-                except queue.Full:
-                    continue
-            return False
+    async def SubmitStream(
+        self,
+        request_iterator: AsyncIterator[exchange_pb2.SubmitRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[exchange_pb2.SubmitStreamResponse]:
+        async def envelopes() -> AsyncIterator[envelope_pb2.Envelope]:
+            async for request in request_iterator:
+                yield request.envelope
 
-        def read() -> None:
-            try:
-                for request in request_iterator:
-                    if not put(verified, self._verify_pool.submit(self._pipeline.verify, request.envelope)):
-                        return
-            except Exception:  # the client went away mid-stream; answer what was read
-                log.debug("stream reader stopped", exc_info=True)
-            finally:
-                put(verified, _DONE)
-
-        def forward() -> None:
-            while True:
-                try:
-                    item = verified.get(timeout=0.5)
-                except queue.Empty:
-                    if ended.is_set():
-                        return
-                    continue
-                if item is _DONE:
-                    break
-                try:
-                    # Already-verified items are still committed after a cancel: the
-                    # client may retry them and will then get the original receipt.
-                    result: Any = self._pipeline.sequencer.submit(item.result())
-                except Exception as exc:
-                    result = exc
-                if not put(committed, result):
-                    return
-            put(committed, _DONE)
-
-        threading.Thread(target=read, name="mrx-stream-read", daemon=True).start()
-        threading.Thread(target=forward, name="mrx-stream-forward", daemon=True).start()
         sequence = 0
-        while (item := committed.get()) is not _DONE:
-            yield self._stream_response(sequence, item)
+        async for result in self._submitter.stream(envelopes()):
+            yield self._stream_response(sequence, result)
             sequence += 1
 
     def _stream_response(
-        self, sequence: int, item: Future[Accepted] | Exception
+        self, sequence: int, result: Accepted | MrxError
     ) -> exchange_pb2.SubmitStreamResponse:
-        try:
-            if isinstance(item, Exception):
-                raise item
-            receipt = self._pipeline.sign_receipt(item.result())
-            return exchange_pb2.SubmitStreamResponse(sequence=sequence, receipt=receipt)
-        except MrxError as err:
-            return exchange_pb2.SubmitStreamResponse(sequence=sequence, error=to_status(err))
-        except Exception:
-            correlation_id = uuid.uuid4().hex[:16]
-            log.exception("stream item %d failed, correlation id %s", sequence, correlation_id)
-            return exchange_pb2.SubmitStreamResponse(sequence=sequence, error=internal_status(correlation_id))
+        if isinstance(result, MrxError):
+            return exchange_pb2.SubmitStreamResponse(sequence=sequence, error=to_status(result))
+        return exchange_pb2.SubmitStreamResponse(sequence=sequence, receipt=self._submitter.receipt(result))
 
     def GetCertificate(
         self, request: exchange_pb2.GetCertificateRequest, context: grpc.ServicerContext

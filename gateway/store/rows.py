@@ -71,3 +71,43 @@ def _attr(record: Record, name: str, kind: type[date]) -> date | None:
 
 def _int_or_none(value: object) -> int | None:
     return int(value) if isinstance(value, int) else None
+
+
+# Column orders for the writer's fixed SQL (gateway/store/sql/). The key columns come
+# first; an update rewrites the columns after them.
+CERTIFICATE_COLUMNS = (
+    "record_key",
+    "scheme",
+    "certificate_number",
+    "issuer",
+    "issuing_body",
+    "holder_credit_code",
+    "holder_name",
+    "state",
+    "version",
+    "effective_at_us",
+    "issue_date",
+    "expiry_date",
+    "log_index",
+)
+CERTIFICATE_KEY_COLUMNS = 4  # record_key, scheme, certificate_number, issuer never change
+RECORD_COLUMNS = (
+    "record_key",
+    "kind",
+    "issuer",
+    "state",
+    "version",
+    "effective_at_us",
+    "valid_until",
+    "subject",
+    "classification",
+    "log_index",
+)
+RECORD_KEY_COLUMNS = 3  # record_key, kind, issuer
+
+
+def current_values(record: Record, log_index: int) -> tuple[str, tuple[Any, ...]]:
+    """The table name and the row (in the column order above) of a record's current state."""
+    table, row = current_row(record, log_index)
+    columns = CERTIFICATE_COLUMNS if table is certificates else RECORD_COLUMNS
+    return table.name, tuple(row[c] for c in columns)

@@ -19,9 +19,9 @@ from gateway.audit import merkle
 from gateway.audit.checkpoints import CHECKPOINT_PAYLOAD_TYPE
 from gateway.client import AuditClient, Refusal
 from gateway.crypto.dsse import sha256
+from gateway.crypto.reads import MD_SIGNATURE, MD_SIGNED_AT, sign_read
 from gateway.crypto.suites import PrivateKey, Suite, pae
 from gateway.pb import audit_pb2, envelope_pb2, exchange_pb2
-from gateway.services.auth import MD_SIGNATURE, MD_SIGNED_AT, sign_read
 
 Code = grpc.StatusCode
 METHOD = "/mrx.v1.AuditService/"

@@ -67,6 +67,7 @@ def test_reflection_describes_the_exchange_service(channel):
     (service,) = exchange.service
     assert {m.name for m in service.method} == {
         "Submit",
+        "SubmitBatch",
         "SubmitStream",
         "GetCertificate",
         "QueryCertificates",

@@ -20,6 +20,7 @@ import pytest
 
 from gateway.client import DecisionError, verify_decision
 from gateway.crypto.dsse import DECISION_PAYLOAD_TYPE
+from gateway.crypto.reads import sign_read
 from gateway.crypto.suites import PublicKey, Suite, pae
 from gateway.domain.certificates import CertState, Scheme
 from gateway.domain.demo_data import (
@@ -34,7 +35,6 @@ from gateway.domain.records import Qualification, QualificationKind
 from gateway.pb import envelope_pb2, recognition_pb2, registry_pb2
 from gateway.registry.federation import Federation
 from gateway.server import start_gateway
-from gateway.services.auth import sign_read
 
 Code = grpc.StatusCode
 CHINA = ZoneInfo("Asia/Shanghai")

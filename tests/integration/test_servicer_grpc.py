@@ -1,4 +1,4 @@
-"""RegistryService on pytest-grpc's module-scoped server, behind the gateway's ErrorInterceptor."""
+"""RegistryService on pytest-grpc's module-scoped server, behind the gateway's SyncErrorInterceptor."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from gateway.crypto.suites import PublicKey, Suite
 from gateway.pb import envelope_pb2, registry_pb2, registry_pb2_grpc
-from gateway.services.errors import ErrorInterceptor
+from gateway.services.errors import SyncErrorInterceptor
 from gateway.services.registry import RegistryServicer
 
 MEMBERS = {
@@ -45,7 +45,7 @@ def grpc_stub_cls():
 
 @pytest.fixture(scope="module")
 def grpc_interceptors():
-    return [ErrorInterceptor()]
+    return [SyncErrorInterceptor()]
 
 
 def test_list_participants(grpc_stub):

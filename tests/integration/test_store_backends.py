@@ -17,11 +17,12 @@ from sqlalchemy.engine import make_url
 from gateway.domain.certificates import CertState
 from gateway.domain.demo_data import demo_status_change
 from gateway.domain.errors import InvalidArgument, Unavailable
+from gateway.ledger.values import Accepted, Refusal
 from gateway.pb import exchange_pb2
 from gateway.store.engine import StoreError, open_engines
 from gateway.store.reads import ReadStore
 from gateway.store.schema import SCHEMA_VERSION, exchanges, schema_info
-from gateway.store.sequencer import LOG_LOCK_ID, Accepted
+from gateway.store.writes import LOG_LOCK_ID
 
 Code = grpc.StatusCode
 
@@ -95,14 +96,16 @@ def test_restart_keeps_certificates_receipts_and_a_dense_log(
 def test_stop_commits_what_is_queued_and_then_refuses(gateway, database_url, make_env, certs_of, open_store):
     envelopes = [make_env(c) for c in certs_of("CN-JS", 3)]
     with holding_the_log_lock(database_url):
-        futures = [gateway.sequencer.submit(gateway.pipeline.verify(e)) for e in envelopes]
-        gateway.sequencer.stop(timeout=0)  # closed, while the commit is still blocked
+        writer = gateway.gateway.writer_client
+        verify = gateway.gateway.verifier.verify
+        futures = [writer.submit([verify(e)]) for e in envelopes]
+        writer.stop(timeout=0)  # closed, while the commit is still blocked
         with pytest.raises(Unavailable) as info:
-            gateway.sequencer.submit(gateway.pipeline.verify(make_env(certs_of("CN-SH")[0])))
+            writer.submit([verify(make_env(certs_of("CN-SH")[0]))])
         assert info.value.reason == "SHUTTING_DOWN"
         assert not any(f.done() for f in futures)
     gateway.stop()
-    results = [f.result(timeout=30) for f in futures]
+    results = [outcome for f in futures for outcome in f.result(timeout=30)]
     assert all(isinstance(r, Accepted) for r in results)
     assert sorted(r.log_index for r in results) == [0, 1, 2]
     assert ReadStore(open_store(database_url)).certificate_count() == 3
@@ -263,7 +266,7 @@ def test_two_replicas_write_one_dense_linear_log(
     assert log_indexes(gateway.engines) == list(range(total))
     assert gateway.store.certificate_count() == len(certs) + 2
     # Both replicas really took part.
-    assert all(r.sequencer.committed > 0 for r in replicas)
+    assert all(r.gateway.writer_client.committed > 0 for r in replicas)
 
 
 # --- a refused record must not break its batch ---------------------------------------------------
@@ -294,9 +297,11 @@ def test_a_refused_record_does_not_fail_the_rest_of_its_batch(
     good_a, poison, good_c = certs_of("CN-JS", 3)
     envelopes = [make_env(good_a), make_env(_nul_number(poison)), make_env(good_c)]
     with holding_the_log_lock(database_url):
-        # Queued while the commit is blocked, so the poison shares a batch with a good item.
-        futures = [gateway.sequencer.submit(gateway.pipeline.verify(e)) for e in envelopes]
-    with pytest.raises(InvalidArgument):
-        futures[1].result(timeout=30)
-    assert isinstance(futures[0].result(timeout=30), Accepted)
-    assert isinstance(futures[2].result(timeout=30), Accepted)
+        # Queued while the commit is blocked, so the poison shares a batch with good items.
+        verify = gateway.gateway.verifier.verify
+        future = gateway.gateway.writer_client.submit([verify(e) for e in envelopes])
+    a, poison_outcome, c = future.result(timeout=30)
+    assert isinstance(poison_outcome, Refusal)
+    assert isinstance(poison_outcome.error(), InvalidArgument)
+    assert isinstance(a, Accepted)
+    assert isinstance(c, Accepted)

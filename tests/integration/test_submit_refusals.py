@@ -56,7 +56,7 @@ def test_unknown_key_is_refused_and_not_logged(client_for, certs_of, make_env, r
     r = refused(client_for("CN-JS"), make_env(cert, signer=rogue), Code.UNAUTHENTICATED, "UNKNOWN_KEY")
     assert r.metadata["keyid"] == "CN-JS/rogue"
     assert store.exchange_count() == 0
-    assert gateway.pipeline.unlogged_refusals["UNKNOWN_KEY"] == 1
+    assert gateway.verifier.unlogged_refusals["UNKNOWN_KEY"] == 1
 
 
 @pytest.mark.parametrize(
@@ -412,7 +412,7 @@ def test_oversized_envelope(client_for, certs_of, make_env, refused, store, gate
     assert r.metadata["limit"] == str(256 * 1024)
     assert int(r.metadata["size"]) > 256 * 1024
     assert store.exchange_count() == 0
-    assert gateway.pipeline.unlogged_refusals["MESSAGE_TOO_LARGE"] == 1
+    assert gateway.verifier.unlogged_refusals["MESSAGE_TOO_LARGE"] == 1
 
 
 def _two_signatures(env, signers):
@@ -594,7 +594,7 @@ def test_refusals_before_the_signature_is_proven_are_not_logged(
         "SENDER_NOT_KEY_OWNER",
     )
     assert store.exchange_count() == 0
-    counts = gateway.pipeline.unlogged_refusals
+    counts = gateway.verifier.unlogged_refusals
     assert (counts["UNKNOWN_KEY"], counts["BAD_SIGNATURE"], counts["KEY_REVOKED"]) == (1, 1, 1)
     # The log starts at 0 with the first authenticated attempt.
     assert js.publish(cert).log_index == 0

@@ -101,7 +101,7 @@ def test_batch_of_300_with_bad_items_mixed_in(
     n_logged = 300 - sum(1 for v in bad.values() if not v[3]) + 1  # + the raw re-send of item 50
     assert log_indexes(gateway) == list(range(n_logged))
     assert len({r.log_index for r in receipts.values()}) == len(receipts)
-    assert gateway.pipeline.unlogged_refusals["BAD_SIGNATURE"] == 1
+    assert gateway.verifier.unlogged_refusals["BAD_SIGNATURE"] == 1
 
 
 def test_two_versions_of_one_certificate_in_one_stream_apply_in_order(client_for, certs_of, clock):
@@ -167,8 +167,8 @@ def test_concurrent_unary_submits_and_a_stream_share_one_dense_log(client_for, c
     assert log_indexes(gateway) == list(range(total))
     assert store.certificate_count() == total
     # Group commit: concurrent submissions shared transactions.
-    assert gateway.sequencer.committed == total
-    assert gateway.sequencer.batches < gateway.sequencer.committed
+    assert gateway.writer.committed == total
+    assert gateway.writer.commits < gateway.writer.committed
 
 
 @pytest.mark.parametrize("bad_at", [0, 2])

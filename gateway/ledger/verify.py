@@ -6,10 +6,10 @@ Checks run in this order; the first failure decides the answer:
   -> payload parses, sender owns the key, key valid at the signed created_at
                                             (refused here; not an exchange-log entry)
   -> freshness of created_at                (early refusal, logged)
-  -> replay: message id unique per sender   (in the sequencer, logged)
+  -> replay: message id unique per sender   (in the writer, logged)
   -> authorization: sender issued the record, sender may write  (late refusal, logged)
   -> field validation                       (late refusal, logged)
-  -> stored issuer, version and status transition  (in the sequencer, logged)
+  -> stored issuer, version and status transition  (in the writer, logged)
   -> commit, then a signed receipt
 
 Anything refused before the signature is proven cannot be attributed to a participant,
@@ -30,7 +30,6 @@ import threading
 import unicodedata
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -44,8 +43,8 @@ from gateway.convert import (
     record_from_proto,
     timestamp_to_datetime,
 )
-from gateway.crypto.dsse import RECEIPT_PAYLOAD_TYPE, SUBMISSION_PAYLOAD_TYPE, sha256, sign_envelope
-from gateway.crypto.suites import PrivateKey, Suite, pae
+from gateway.crypto.dsse import SUBMISSION_PAYLOAD_TYPE, sha256
+from gateway.crypto.suites import Suite, pae
 from gateway.domain.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -56,9 +55,9 @@ from gateway.domain.errors import (
 )
 from gateway.domain.identifiers import is_message_id
 from gateway.domain.records import DEFAULT_PT_BOUNDARIES, PtBoundaries, Record
+from gateway.ledger.values import Refusal, Staged
 from gateway.pb import envelope_pb2, records_pb2
 from gateway.registry.federation import Federation, Role
-from gateway.store.sequencer import Accepted, Pending, Sequencer
 
 log = logging.getLogger(__name__)
 
@@ -73,20 +72,18 @@ class Limits:
     max_envelope_bytes: int = 256 * 1024
 
 
-class Pipeline:
+class Verifier:
+    """The stateless checks; ``verify`` turns an envelope into a ``Staged`` value or raises."""
+
     def __init__(
         self,
         *,
         federation: Federation,
-        sequencer: Sequencer,
-        gateway_key: PrivateKey,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         limits: Limits | None = None,
         pt_boundaries: PtBoundaries = DEFAULT_PT_BOUNDARIES,
     ):
         self.federation = federation
-        self.sequencer = sequencer
-        self.gateway_key = gateway_key
         self.clock = clock
         self.limits = limits or Limits()
         self.pt_boundaries = pt_boundaries
@@ -95,16 +92,7 @@ class Pipeline:
         # and attacks that the audit log deliberately leaves out.
         self.unlogged_refusals: Counter[str] = Counter()
 
-    def submit(self, envelope: envelope_pb2.Envelope) -> Future[Accepted]:
-        """Verify, then hand to the sequencer; the future resolves after the commit."""
-        return self.sequencer.submit(self.verify(envelope))
-
-    def sign_receipt(self, accepted: Accepted) -> envelope_pb2.Envelope:
-        return sign_envelope(
-            payload_type=RECEIPT_PAYLOAD_TYPE, payload=accepted.receipt_payload, signer=self.gateway_key
-        )
-
-    def verify(self, envelope: envelope_pb2.Envelope) -> Pending:
+    def verify(self, envelope: envelope_pb2.Envelope) -> Staged:
         try:
             return self._verify(envelope)
         except MrxError as err:
@@ -112,7 +100,7 @@ class Pipeline:
                 self.unlogged_refusals[err.reason] += 1
             raise
 
-    def _verify(self, envelope: envelope_pb2.Envelope) -> Pending:
+    def _verify(self, envelope: envelope_pb2.Envelope) -> Staged:
         now = self.clock()
         raw = envelope.SerializeToString(deterministic=True)
         if len(raw) > self.limits.max_envelope_bytes:
@@ -200,11 +188,12 @@ class Pipeline:
 
     def _classify(
         self, submission: records_pb2.Submission, raw: bytes, now: datetime, created: datetime
-    ) -> Pending:
-        """Decide the refusals that need no stored state; the sequencer does the rest."""
+    ) -> Staged:
+        """Decide the refusals that need no stored state; the writer does the rest."""
         header = submission.header
         msg = _record_message(submission)
-        item = Pending(
+        item = Staged(
+            received_at=now,
             envelope=raw,
             envelope_sha256=sha256(raw),
             sender=header.sender,
@@ -216,11 +205,12 @@ class Pipeline:
             subject_issuer=_loggable(claimed_issuer(msg), 16) if msg is not None else "",
             record=None,
         )
-        item.early_refusal = self._freshness(header, now, created)
+        early = self._freshness(header, now, created)
+        item.early_refusal = Refusal.of(early) if early is not None else None
         try:
             record, warnings = self._authorize_and_validate(submission, msg)
         except MrxError as err:
-            item.late_refusal = err
+            item.late_refusal = Refusal.of(err)
         else:
             item.record = record
             item.warnings = tuple(warnings)

@@ -1,0 +1,166 @@
+"""Submission as the front ends serve it: one envelope, a batch, or a stream.
+
+Runs on the gRPC server's asyncio loop. No thread per call: a unary ``Submit`` verifies
+inline (Ed25519 ~70 us) and awaits its chunk's future, so 64 calls in flight are 64
+coroutines whose chunks queue on the writer pipe while a commit is in flight and share
+the next one. Batches and streams are verified in a small thread pool (the signature
+check releases the GIL) and handed to the writer one chunk at a time, never one
+hand-off per record.
+
+Outcomes are ``Accepted`` or an ``MrxError``; the servicers turn them into protobuf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Executor
+
+from gateway.crypto.dsse import RECEIPT_PAYLOAD_TYPE, sign_envelope
+from gateway.crypto.suites import PrivateKey
+from gateway.domain.errors import FieldViolation, InvalidArgument, MrxError, ResourceExhausted
+from gateway.ledger.values import Accepted, Refusal, Staged
+from gateway.ledger.verify import Verifier
+from gateway.ledger.writer import WriterClient
+from gateway.pb import envelope_pb2
+
+# SubmitBatch: at most this many envelopes and bytes per call (documented in
+# exchange.proto and docs/signing.md). 1,000 envelopes is one writer transaction.
+MAX_BATCH_ENVELOPES = 1000
+MAX_BATCH_BYTES = 16 * 1024 * 1024
+# Streams: envelopes handed to the writer together, and chunks in flight per stream.
+# Beyond the window the gateway stops reading and HTTP/2 flow control pushes back.
+STREAM_CHUNK = 256
+STREAM_CHUNKS_IN_FLIGHT = 4
+
+Result = Accepted | MrxError
+
+
+class Submitter:
+    def __init__(
+        self,
+        *,
+        verifier: Verifier,
+        writer: Callable[[], WriterClient],
+        gateway_key: PrivateKey,
+        executor: Executor,
+    ):
+        self._verifier = verifier
+        self._writer = writer
+        self._key = gateway_key
+        self._executor = executor
+
+    def receipt(self, accepted: Accepted) -> envelope_pb2.Envelope:
+        """The gateway-signed receipt (Ed25519 is deterministic: a resend gets the same bytes)."""
+        return sign_envelope(
+            payload_type=RECEIPT_PAYLOAD_TYPE, payload=accepted.receipt_payload, signer=self._key
+        )
+
+    async def submit(self, envelope: envelope_pb2.Envelope) -> Accepted:
+        """Verify and commit one envelope; raise its refusal."""
+        staged = self._verifier.verify(envelope)
+        outcomes = await asyncio.wrap_future(self._writer().submit([staged]))
+        return _result(outcomes[0], raise_refusal=True)  # type: ignore[return-value]
+
+    async def submit_batch(self, envelopes: Sequence[envelope_pb2.Envelope]) -> list[Result]:
+        """Verify and commit many envelopes in one transaction; one result each, in order."""
+        if len(envelopes) > MAX_BATCH_ENVELOPES:
+            raise ResourceExhausted(
+                f"a batch carries at most {MAX_BATCH_ENVELOPES} envelopes, this one {len(envelopes)}",
+                reason="BATCH_TOO_LARGE",
+                metadata={"limit": str(MAX_BATCH_ENVELOPES), "count": str(len(envelopes))},
+            )
+        if not envelopes:
+            raise InvalidArgument(
+                "a batch needs at least one envelope",
+                reason="EMPTY_BATCH",
+                violations=[FieldViolation("envelopes", "at least one envelope required")],
+            )
+        loop = asyncio.get_running_loop()
+        verified = await loop.run_in_executor(self._executor, self._verify_all, envelopes)
+        return await self._commit(verified)
+
+    async def stream(self, envelopes: AsyncIterator[envelope_pb2.Envelope]) -> AsyncIterator[Result]:
+        """One result per envelope, in order; a bad item never ends the stream.
+
+        A reader task drains the call into a bounded queue; each chunk is whatever the
+        queue holds (up to STREAM_CHUNK), verified in the pool and committed as one
+        writer chunk; results are yielded in order as commits land. When the call ends
+        (the client cancels), the generator is closed and the reader cancelled: no thread
+        is left waiting on anything.
+        """
+        incoming: asyncio.Queue[envelope_pb2.Envelope | None] = asyncio.Queue(STREAM_CHUNK * 2)
+        in_flight: asyncio.Queue[asyncio.Future[list[Result]] | None] = asyncio.Queue(STREAM_CHUNKS_IN_FLIGHT)
+        loop = asyncio.get_running_loop()
+
+        async def read() -> None:
+            try:
+                async for envelope in envelopes:
+                    await incoming.put(envelope)
+            finally:
+                await incoming.put(None)
+
+        async def chunk() -> None:
+            done = False
+            while not done:
+                first = await incoming.get()
+                if first is None:
+                    break
+                batch = [first]
+                while len(batch) < STREAM_CHUNK and not incoming.empty():
+                    item = incoming.get_nowait()
+                    if item is None:
+                        done = True
+                        break
+                    batch.append(item)
+                verified = await loop.run_in_executor(self._executor, self._verify_all, batch)
+                # Started now, so the next chunk is verified while this one commits.
+                await in_flight.put(asyncio.ensure_future(self._commit(verified)))
+            await in_flight.put(None)
+
+        reader = asyncio.ensure_future(read())
+        chunker = asyncio.ensure_future(chunk())
+        try:
+            while (fut := await in_flight.get()) is not None:
+                for result in await fut:
+                    yield result
+            await chunker
+            with contextlib.suppress(Exception):
+                await reader  # the client's own errors end the call, nothing to answer
+        finally:
+            for task in (reader, chunker):
+                task.cancel()
+
+    def _verify_all(self, envelopes: Sequence[envelope_pb2.Envelope]) -> list[Staged | MrxError]:
+        out: list[Staged | MrxError] = []
+        for envelope in envelopes:
+            try:
+                out.append(self._verifier.verify(envelope))
+            except MrxError as err:
+                out.append(err)
+        return out
+
+    async def _commit(self, verified: list[Staged | MrxError]) -> list[Result]:
+        staged = [v for v in verified if isinstance(v, Staged)]
+        results: list[Result] = []
+        if staged:
+            try:
+                outcomes = await asyncio.wrap_future(self._writer().submit(staged))
+            except MrxError as err:  # writer unavailable or the store failed: each item says so
+                return [v if isinstance(v, MrxError) else err for v in verified]
+        else:
+            outcomes = []
+        it = iter(outcomes)
+        for v in verified:
+            results.append(v if isinstance(v, MrxError) else _result(next(it), raise_refusal=False))
+        return results
+
+
+def _result(outcome: Accepted | Refusal, *, raise_refusal: bool) -> Result:
+    if isinstance(outcome, Refusal):
+        err = outcome.error()
+        if raise_refusal:
+            raise err
+        return err
+    return outcome
