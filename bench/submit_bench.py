@@ -158,9 +158,8 @@ class Instruments:
     """
 
     def __init__(self) -> None:
-        from sqlalchemy.engine import default
-
         import gateway.store.sequencer as seq_mod
+        from sqlalchemy.engine import default
 
         self.acc = {"commits": 0, "commit_wall": 0.0, "commit_cpu": 0.0, "db_commit_wall": 0.0,
                     "probe_n": 0, "probe_late": 0.0, "probe_late_max": 0.0, "probe_over_1ms": 0}  # fmt: skip
@@ -805,13 +804,14 @@ def component_reference(paths: dict[str, Path], workdir: Path, today: date) -> l
     batch sizes) and the receipt signature; then the same commit while one other Python
     thread is busy, which is what the sequencer faces inside the server.
     """
+    from gateway.pipeline import Pipeline
+    from gateway.store.sequencer import Sequencer
+
     from gateway.client import make_submission
     from gateway.domain.demo_data import demo_certificates
-    from gateway.pipeline import Pipeline
     from gateway.registry.federation import load_federation
     from gateway.registry.keygen import load_demo_signers
     from gateway.store.engine import open_engines
-    from gateway.store.sequencer import Sequencer
 
     issuer = "CN-SN"
     signers = load_demo_signers({k: v for k, v in paths.items() if k in (issuer, "MRX-GW")})

@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from gateway.audit.merkle import CompactRange, NodeId, leaf_hash
 from gateway.crypto.dsse import sha256
 from gateway.domain.certificates import CertState, check_transition
@@ -105,7 +107,7 @@ class Ledger:
                 record_version=item.record_version,
                 warnings=item.warnings,
             )
-            receipt.received_at.FromDatetime(item.received_at)
+            _set_time(receipt.received_at, item.received_at)
             payload = receipt.SerializeToString(deterministic=True)
             entry = _entry(item, index, ACCEPTED, "", payload)
             nodes += frontier.append(leaf_hash(entry.leaf))
@@ -114,13 +116,13 @@ class Ledger:
             used_ids.add((item.sender, item.message_id))
             record = item.record
             if record is not None:
-                prev = stored.get(record.key)
-                stored[record.key] = _State(
-                    record.issuer, record.state, record.version, bool(prev and prev.in_db)
-                )
-                current[record.key] = CurrentWrite(record, index, bool(prev and prev.in_db))
+                key = record.key  # a computed property on some kinds: read it once
+                prev = stored.get(key)
+                in_db = bool(prev and prev.in_db)
+                stored[key] = _State(record.issuer, record.state, record.version, in_db)
+                current[key] = CurrentWrite(record, index, in_db)
                 versions.append(
-                    VersionRow(record.key, record.version, int(record.state), us(record.effective_at), index)
+                    VersionRow(key, record.version, int(record.state), us(record.effective_at), index)
                 )
             outcomes.append(Accepted(receipt_payload=payload, log_index=index, duplicate=False))
 
@@ -130,6 +132,15 @@ class Ledger:
             )
         self._frontier = frontier
         return outcomes
+
+
+def _set_time(field: Timestamp, at: datetime) -> int:
+    """Set a Timestamp field (FromDatetime costs ~8 us, a third of building a leaf); returns us."""
+    at_us = us(at)
+    seconds, micros = divmod(at_us, 1_000_000)
+    field.seconds = seconds
+    field.nanos = micros * 1000
+    return at_us
 
 
 def _decide(item: Staged, used_ids: set[tuple[str, str]], stored: dict[str, _State]) -> Refusal | None:
@@ -180,10 +191,10 @@ def _entry(item: Staged, index: int, outcome: int, reason: str, receipt: bytes |
         reason=reason,
         receipt_sha256=sha256(receipt) if receipt is not None else b"",
     )
-    leaf.received_at.FromDatetime(item.received_at)
+    at_us = _set_time(leaf.received_at, item.received_at)
     return LogEntry(
         log_index=index,
-        received_at_us=us(item.received_at),
+        received_at_us=at_us,
         sender=item.sender,
         message_id=item.message_id,
         kind=item.kind,
