@@ -303,9 +303,27 @@ class GatewayClient:
     def publish_batch(self, records: Iterable[Record]) -> list[Outcome]:
         return self.submit_batch(self.sign(r) for r in records)
 
+    def now(self) -> datetime:
+        """The time reads are signed at (a subclass may supply another clock)."""
+        return datetime.now(UTC)
+
+    def signed_read(self, service: str, name: str, request: Any) -> Any:
+        """A signed read: this client's sender is the reader (docs/signing.md section 10)."""
+        if self.signer is None or self.sender is None:
+            raise ValueError("reads are signed: this client needs a sender and signer")
+        metadata = sign_read(
+            signer=self.signer,
+            principal=self.sender,
+            method=f"/mrx.v1.{service}/{name}",
+            request=request,
+            now=self.now(),
+        )
+        stub = self.recognition if service == "RecognitionService" else self.exchange
+        return getattr(stub, name)(request, metadata=metadata, timeout=self.timeout)
+
     def get_record(self, record_key: str) -> exchange_pb2.RecordView:
-        view: exchange_pb2.RecordView = self.exchange.GetRecord(
-            exchange_pb2.GetRecordRequest(record_key=record_key), timeout=self.timeout
+        view: exchange_pb2.RecordView = self.signed_read(
+            "ExchangeService", "GetRecord", exchange_pb2.GetRecordRequest(record_key=record_key)
         )
         return view
 
@@ -320,25 +338,17 @@ class GatewayClient:
 
         The call is signed with this client's key: the asker is this client's sender.
         """
-        if self.signer is None or self.sender is None:
-            raise ValueError("recognition questions are signed: this client needs a sender and signer")
         request = recognition_pb2.CheckRecognitionRequest(as_of=as_of)
         if record_key is not None:
             request.record_key = record_key
         if assessor is not None:
             request.assessor.CopyFrom(assessor)
-        metadata = sign_read(
-            signer=self.signer,
-            principal=self.sender,
-            method="/mrx.v1.RecognitionService/CheckRecognition",
-            request=request,
-        )
-        response = self.recognition.CheckRecognition(request, metadata=metadata, timeout=self.timeout)
+        response = self.signed_read("RecognitionService", "CheckRecognition", request)
         return verify_decision(response.decision, self.gateway_keys)
 
     def get_certificate(self, scheme: Scheme, number: str) -> exchange_pb2.CertificateView:
         request = exchange_pb2.GetCertificateRequest(scheme=int(scheme), certificate_number=number)  # type: ignore[arg-type]
-        view: exchange_pb2.CertificateView = self.exchange.GetCertificate(request, timeout=self.timeout)
+        view: exchange_pb2.CertificateView = self.signed_read("ExchangeService", "GetCertificate", request)
         return view
 
     def query_certificates(
@@ -361,7 +371,7 @@ class GatewayClient:
             page_size=page_size,
         )
         while True:
-            page = self.exchange.QueryCertificates(request, timeout=self.timeout)
+            page = self.signed_read("ExchangeService", "QueryCertificates", request)
             yield from page.certificates
             if not page.next_page_token:
                 return

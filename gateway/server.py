@@ -37,7 +37,7 @@ from gateway.pb import (
 )
 from gateway.registry.federation import Federation, Role
 from gateway.services.audit import AuditServicer
-from gateway.services.auth import ReadAuthenticator
+from gateway.services.auth import ReadAuthenticator, ReadLimits
 from gateway.services.errors import ErrorInterceptor
 from gateway.services.exchange import ExchangeServicer
 from gateway.services.recognition import RecognitionServicer
@@ -179,6 +179,7 @@ def start_gateway(
     pt_boundaries: PtBoundaries = DEFAULT_PT_BOUNDARIES,
     writer_mode: str = "process",
     writer_options: WriterOptions | None = None,
+    read_limits: ReadLimits | None = None,
 ) -> Gateway:
     """Start serving; ``tls`` is (certificate chain PEM, private key PEM) or None for plaintext.
 
@@ -211,6 +212,9 @@ def start_gateway(
     def today() -> date:
         return clock().astimezone(CHINA).date()
 
+    # One authenticator for every read: one nonce cache and one rate limit per principal.
+    auth = ReadAuthenticator(federation, clock=clock, limits=read_limits)
+
     async def build() -> tuple[grpc.aio.Server, int, aio_health.HealthServicer]:
         server = grpc.aio.server(
             interceptors=[ErrorInterceptor(executor)],
@@ -221,7 +225,11 @@ def start_gateway(
         )
         exchange_pb2_grpc.add_ExchangeServiceServicer_to_server(
             ExchangeServicer(
-                submitter=submitter, store=ReadStore(engines), today=today, records=RecordReads(engines)
+                submitter=submitter,
+                store=ReadStore(engines),
+                today=today,
+                records=RecordReads(engines),
+                auth=auth,
             ),
             server,
         )
@@ -230,7 +238,7 @@ def start_gateway(
             RecognitionServicer(
                 federation=federation,
                 records=RecordReads(engines),
-                auth=ReadAuthenticator(federation, clock=clock),
+                auth=auth,
                 gateway_key=gateway_key,
                 clock=clock,
                 today=today,

@@ -289,6 +289,9 @@ class ClockedClient(GatewayClient):
         kwargs.setdefault("created_at", self._clock.now)
         return super().sign(certificate, **kwargs)
 
+    def now(self) -> datetime:
+        return self._clock.now
+
 
 @pytest.fixture
 def client_for(

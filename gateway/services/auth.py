@@ -1,31 +1,36 @@
 """Authenticating readers by signature, and what each principal may see.
 
-A read carries four metadata entries (see proto/mrx/v1/audit.proto): the principal,
-its key id, the time of signing and a signature over
-PAE(READ_REQUEST_PAYLOAD_TYPE, "<full method>\\n<signed-at>\\n" || SHA-256(request)).
-Binding the method and the request digest means a captured signature cannot be
-replayed against another call; the freshness window bounds how long it can be replayed
-against the same one (reads are idempotent, so that is harmless).
+A read carries five metadata entries (gateway/crypto/reads.py, docs/signing.md section
+10): the principal, its key id, the time of signing, a nonce and a signature over the
+method, the time, the nonce and the SHA-256 of the exact request bytes received.
+Binding the method and the request bytes means a captured signature cannot be used for
+another call; the nonce (refused when seen again within the window) and the 60 s window
+mean it cannot be replayed against the same one.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
+from typing import Any
 
-import grpc
 from google.protobuf.message import Message
 
 from gateway.crypto.reads import (
     MD_KEYID,
+    MD_NONCE,
     MD_PRINCIPAL,
     MD_SIGNATURE,
     MD_SIGNED_AT,
+    NONCE_PATTERN,
     read_signing_input,
 )
-from gateway.domain.errors import PermissionDenied, Unauthenticated
+from gateway.domain.errors import PermissionDenied, ResourceExhausted, Unauthenticated
 from gateway.registry.federation import Federation, Participant, Role
+from gateway.services.errors import REQUEST_BYTES
 
 
 @dataclass(frozen=True)
@@ -50,32 +55,106 @@ class Principal:
             )
 
 
+# Reads are signed for one call and one moment: far shorter than the submission window.
+READ_WINDOW = timedelta(seconds=60)
+
+
+class NonceCache:
+    """(principal, nonce) pairs seen within the window: a captured read cannot be replayed.
+
+    Per replica: with several replicas a captured read could be replayed once at each
+    other replica within the window (reads are idempotent; the window bounds it).
+    """
+
+    def __init__(self, window: timedelta, *, max_entries: int = 1_000_000):
+        self._window = window.total_seconds()
+        self._max = max_entries
+        self._seen: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+        self._next_purge = 0.0
+
+    def first_use(self, principal: str, nonce: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if now >= self._next_purge or len(self._seen) >= self._max:
+                self._seen = {k: t for k, t in self._seen.items() if t > now}
+                self._next_purge = now + self._window
+            if (principal, nonce) in self._seen or len(self._seen) >= self._max:
+                return False
+            # Kept for twice the window: a signed-at up to one window in the future
+            # stays acceptable for a window after it.
+            self._seen[(principal, nonce)] = now + 2 * self._window
+            return True
+
+
+class RateLimiter:
+    """Token bucket per principal: ``rate`` reads per second, bursts up to ``burst``."""
+
+    def __init__(self, rate: float, burst: float):
+        self._rate = rate
+        self._burst = burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, principal: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(principal, (self._burst, now))
+            tokens = min(self._burst, tokens + (now - last) * self._rate)
+            if tokens < 1:
+                wait = (1 - tokens) / self._rate
+                self._buckets[principal] = (tokens, now)
+                raise ResourceExhausted(
+                    f"{principal} is over its read rate of {self._rate:g} per second; retry in {wait:.2f} s",
+                    reason="RATE_LIMITED",
+                    metadata={"principal": principal, "rate_per_second": f"{self._rate:g}"},
+                    retry_after=timedelta(seconds=wait),
+                )
+            self._buckets[principal] = (tokens - 1, now)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReadLimits:
+    window: timedelta = READ_WINDOW
+    rate: float = 200.0  # reads per second per principal
+    burst: float = 400.0
+
+
 class ReadAuthenticator:
-    def __init__(self, federation: Federation, *, clock: Callable[[], datetime]):
+    """Checks a signed read (crypto/reads.py) and says what its principal may see."""
+
+    def __init__(
+        self, federation: Federation, *, clock: Callable[[], datetime], limits: ReadLimits | None = None
+    ):
         self._federation = federation
         self._clock = clock
+        self._limits = limits or ReadLimits()
+        self._nonces = NonceCache(self._limits.window)
+        self._rates = RateLimiter(self._limits.rate, self._limits.burst)
 
-    def authenticate(self, context: grpc.ServicerContext, method: str, request: Message) -> Principal:
+    def authenticate(self, context: Any, method: str, request: Message) -> Principal:
         md: dict[str, str | bytes] = {}
         for item in context.invocation_metadata() or ():
-            md[item.key] = item.value
-        missing = [k for k in (MD_PRINCIPAL, MD_KEYID, MD_SIGNED_AT, MD_SIGNATURE) if k not in md]
+            key, value = (item.key, item.value) if hasattr(item, "key") else item
+            md[key] = value
+        missing = [k for k in (MD_PRINCIPAL, MD_KEYID, MD_SIGNED_AT, MD_NONCE, MD_SIGNATURE) if k not in md]
         if missing:
             raise Unauthenticated(
-                "audit reads must be signed; missing metadata " + ", ".join(missing),
+                "reads must be signed (docs/signing.md section 10); missing metadata " + ", ".join(missing),
                 reason="MISSING_CREDENTIALS",
             )
-        principal, keyid, signed_at, signature = (
+        principal, keyid, signed_at, nonce, signature = (
             str(md[MD_PRINCIPAL]),
             str(md[MD_KEYID]),
             str(md[MD_SIGNED_AT]),
+            str(md[MD_NONCE]),
             md[MD_SIGNATURE],
         )
         now = self._clock()
         key = self._federation.key_for_signature(keyid, at=now)
         if key.owner != principal:
             raise Unauthenticated(
-                f"key {keyid} does not belong to {principal[:32]!r}",
+                f"key {keyid[:64]} does not belong to {principal[:32]!r}",
                 reason="SENDER_NOT_KEY_OWNER",
                 metadata={"keyid": keyid},
             )
@@ -85,19 +164,51 @@ class ReadAuthenticator:
             raise Unauthenticated(
                 f"{MD_SIGNED_AT} is not an RFC 3339 time", reason="BAD_CREDENTIALS"
             ) from None
-        window = self._federation.freshness_window
+        if not NONCE_PATTERN.fullmatch(nonce):
+            raise Unauthenticated(
+                f"{MD_NONCE} must be 16-64 characters of A-Z a-z 0-9 _ -", reason="BAD_CREDENTIALS"
+            )
+        window = self._limits.window
         if when.tzinfo is None or abs(now - when) > window:
             raise Unauthenticated(
-                f"the read signature was made at {signed_at}, outside {window.total_seconds():.0f} s of the "
-                f"gateway clock ({now.isoformat(timespec='seconds')})",
+                f"the read signature was made at {signed_at[:32]}, outside "
+                f"{window.total_seconds():.0f} s of the gateway clock ({now.isoformat(timespec='seconds')})",
                 reason="STALE_CREDENTIALS",
             )
+        raw = REQUEST_BYTES.get() or request.SerializeToString()
         if not isinstance(signature, bytes) or not key.public_key.verify(
-            read_signing_input(method, signed_at, request), signature
+            read_signing_input(method, signed_at, nonce, raw), signature
         ):
-            raise Unauthenticated(f"read signature does not verify with key {keyid}", reason="BAD_SIGNATURE")
+            raise Unauthenticated(
+                f"read signature does not verify with key {keyid}: it must cover the exact request "
+                "bytes sent (docs/signing.md section 10)",
+                reason="BAD_SIGNATURE",
+            )
+        if not self._nonces.first_use(principal, nonce):
+            raise Unauthenticated(
+                f"nonce {nonce} was already used within the last {window.total_seconds():.0f} s: "
+                "sign each read anew",
+                reason="REPLAYED_REQUEST",
+            )
+        self._rates.take(principal)
         participant = self._federation.participants[key.owner]
         return Principal(participant, self._parties(participant))
+
+    def require_personal_data(self, principal: Principal, *, issuer: str, kind: str, today: date) -> None:
+        """Records about people (assessors): the issuer, its secretariats, the gateway, and
+        members bound to the issuer by an agreement in force that covers the kind."""
+        if principal.parties is None or issuer in principal.parties:
+            return
+        if principal.participant.role is Role.MEMBER:
+            for agreement in self._federation.agreements_between(principal.code, issuer):
+                if kind in agreement.kinds and agreement.in_force(today):
+                    return
+        raise PermissionDenied(
+            f"{principal.code} may not read {issuer}'s {kind} records: they hold personal data, visible only "
+            "to the issuer, its alliance secretariat and members bound to it by an agreement covering them",
+            reason="PERSONAL_DATA",
+            metadata={"principal": principal.code, "issuer": issuer[:16]},
+        )
 
     def _parties(self, participant: Participant) -> frozenset[str] | None:
         if participant.role is Role.GATEWAY:

@@ -9,6 +9,7 @@ exception is logged under the same id so an operator can find it.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import uuid
@@ -22,6 +23,8 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from gateway.domain import errors as e
+from gateway.services.bursts import STORE_FAILURES
+from gateway.store.errors import is_unavailable, store_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +50,33 @@ def code_of(err: e.MrxError) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
+# Refusals echo caller input (key ids, numbers, field values); bounded so that a
+# 10,000-character key id cannot make a 10 KB trailer.
+MAX_MESSAGE = 512
+MAX_METADATA_VALUE = 128
+MAX_METADATA_ENTRIES = 16
+MAX_VIOLATIONS = 50
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def to_status(err: e.MrxError) -> status_pb2.Status:
     code = code_of(err)
-    info = error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN, metadata=err.metadata)
+    metadata = {
+        _cut(k, 64): _cut(v, MAX_METADATA_VALUE) for k, v in list(err.metadata.items())[:MAX_METADATA_ENTRIES]
+    }
+    info = error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN, metadata=metadata)
     details = [info]
     if isinstance(err, e.InvalidArgument) and err.violations:
         details.append(
             error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                    for v in err.violations
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=_cut(v.field, 128), description=_cut(v.description, 256)
+                    )
+                    for v in err.violations[:MAX_VIOLATIONS]
                 ]
             )
         )
@@ -65,7 +85,13 @@ def to_status(err: e.MrxError) -> status_pb2.Status:
         a = any_pb2.Any()
         a.Pack(d)
         packed.append(a)
-    return status_pb2.Status(code=code.value[0], message=err.message, details=packed)
+    if isinstance(err, e.ResourceExhausted) and err.retry_after is not None:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromTimedelta(err.retry_after)
+        a = any_pb2.Any()
+        a.Pack(retry)
+        packed.append(a)
+    return status_pb2.Status(code=code.value[0], message=_cut(err.message, MAX_MESSAGE), details=packed)
 
 
 def internal_status(correlation_id: str) -> status_pb2.Status:
@@ -80,24 +106,57 @@ def _trailers(status: status_pb2.Status) -> tuple[grpc.StatusCode, str, Any]:
     return st.code, st.details, st.trailing_metadata
 
 
+# The exact bytes of the request being handled, for checks that must see what the
+# client sent rather than a re-encoding (signed reads). Set by ErrorInterceptor.
+REQUEST_BYTES: contextvars.ContextVar[bytes] = contextvars.ContextVar("mrx_request_bytes", default=b"")
+
+
+def _status_of(exc: BaseException, method: str) -> status_pb2.Status:
+    if isinstance(exc, e.MrxError):
+        return to_status(exc)
+    if is_unavailable(exc):
+        STORE_FAILURES.note(type(exc).__name__)
+        return to_status(store_unavailable())
+    return _internal(exc, method)
+
+
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException, method: str) -> None:
-    status = to_status(exc) if isinstance(exc, e.MrxError) else _internal(exc, method)
-    await context.abort(*_trailers(status))
+    await context.abort(*_trailers(_status_of(exc, method)))
 
 
-def _wrap_unary(fn: Callable[..., Any], method: str, executor: Executor) -> Callable[..., Any]:
+def _decoder(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    if deserializer is None:
+        return lambda raw: raw
+
+    def decode(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except Exception:  # DecodeError, or anything a malformed body makes the parser raise
+            raise e.InvalidArgument(
+                "the request body is not a valid serialized message of the method's request type",
+                reason="MALFORMED_REQUEST",
+                violations=[e.FieldViolation("request", "not a decodable protobuf message")],
+            ) from None
+
+    return decode
+
+
+def _wrap_unary(
+    fn: Callable[..., Any], method: str, executor: Executor, decode: Callable[[bytes], Any]
+) -> Callable[..., Any]:
     is_async = inspect.iscoroutinefunction(fn)
 
-    async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    async def handler(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
+            REQUEST_BYTES.set(raw)
+            request = decode(raw)
             if is_async:
                 return await fn(request, context)
             # Reads are plain functions doing blocking SQL: they run in the pool, never
-            # on the loop that serves the submissions.
-            return await asyncio.get_running_loop().run_in_executor(executor, fn, request, context)
-        except asyncio.CancelledError:
-            raise
-        except grpc.aio.AbortError:
+            # on the loop that serves the submissions (with this call's context vars).
+            ctx = contextvars.copy_context()
+            return await asyncio.get_running_loop().run_in_executor(executor, ctx.run, fn, request, context)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:
             await _abort(context, exc, method)
@@ -106,14 +165,24 @@ def _wrap_unary(fn: Callable[..., Any], method: str, executor: Executor) -> Call
     return handler
 
 
-def _wrap_stream(fn: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., Any]:
-    async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+def _wrap_stream(
+    fn: Callable[..., AsyncIterator[Any]], method: str, decode: Callable[[bytes], Any], streaming_in: bool
+) -> Callable[..., Any]:
+    async def handler(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         try:
+            if streaming_in:
+
+                async def requests() -> AsyncIterator[Any]:
+                    async for item in raw:
+                        yield decode(item)
+
+                request: Any = requests()
+            else:
+                REQUEST_BYTES.set(raw)
+                request = decode(raw)
             async for item in fn(request, context):
                 yield item
-        except asyncio.CancelledError:
-            raise
-        except grpc.aio.AbortError:
+        except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:
             await _abort(context, exc, method)
@@ -124,8 +193,10 @@ def _wrap_stream(fn: Callable[..., AsyncIterator[Any]], method: str) -> Callable
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Applies the mapping above to every handler of the (asyncio) server.
 
-    Plain (synchronous) unary handlers are run in ``executor``; streaming handlers must
-    be async generators.
+    Requests arrive as bytes and are decoded here, so an undecodable body is
+    INVALID_ARGUMENT (gRPC's own deserializer would answer INTERNAL) and the exact bytes
+    stay available to the handler (``REQUEST_BYTES``). Plain (synchronous) unary
+    handlers run in ``executor``; streaming handlers must be async generators.
     """
 
     def __init__(self, executor: Executor):
@@ -136,22 +207,23 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return None
         method = handler_call_details.method
+        decode = _decoder(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, method, self._executor),
-                request_deserializer=handler.request_deserializer,
+                _wrap_unary(handler.unary_unary, method, self._executor, decode),
+                request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
+                _wrap_stream(handler.unary_stream, method, decode, streaming_in=False),
+                request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
-                _wrap_stream(handler.stream_stream, method),
-                request_deserializer=handler.request_deserializer,
+                _wrap_stream(handler.stream_stream, method, decode, streaming_in=True),
+                request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -176,8 +248,7 @@ class SyncErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             except Exception as exc:
                 if type(exc) is Exception:  # grpc's own abort signal
                     raise
-                status = to_status(exc) if isinstance(exc, e.MrxError) else _internal(exc, method)
-                context.abort_with_status(rpc_status.to_status(status))
+                context.abort_with_status(rpc_status.to_status(_status_of(exc, method)))
                 raise  # unreachable: abort raises
 
         return grpc.unary_unary_rpc_method_handler(

@@ -18,9 +18,11 @@ import grpc
 from gateway.convert import KIND_NUMBERS, us_to_datetime
 from gateway.domain.certificates import CertState, Scheme, derive_state
 from gateway.domain.errors import FieldViolation, InvalidArgument, MrxError, NotFound
+from gateway.domain.records import ASSESSOR
 from gateway.ledger.front import Submitter
 from gateway.ledger.values import Accepted
 from gateway.pb import envelope_pb2, exchange_pb2, exchange_pb2_grpc, records_pb2
+from gateway.services.auth import ReadAuthenticator
 from gateway.services.errors import to_status
 from gateway.services.paging import bad_token, decode_token, encode_token, has_control_chars
 from gateway.store.reads import CertificateFilter, ReadStore, StoredCertificate
@@ -28,6 +30,7 @@ from gateway.store.record_reads import RecordReads
 
 log = logging.getLogger(__name__)
 
+SERVICE = "/mrx.v1.ExchangeService/"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
@@ -40,7 +43,9 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
         store: ReadStore,
         today: Callable[[], date],
         records: RecordReads,
+        auth: ReadAuthenticator,
     ):
+        self._auth = auth
         self._submitter = submitter
         self._store = store
         self._today = today
@@ -84,6 +89,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
     def GetCertificate(
         self, request: exchange_pb2.GetCertificateRequest, context: grpc.ServicerContext
     ) -> exchange_pb2.CertificateView:
+        self._auth.authenticate(context, SERVICE + "GetCertificate", request)
         violations = []
         if request.scheme == records_pb2.CERTIFICATE_SCHEME_UNSPECIFIED:
             violations.append(FieldViolation("scheme", "required"))
@@ -107,6 +113,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
     def QueryCertificates(
         self, request: exchange_pb2.QueryCertificatesRequest, context: grpc.ServicerContext
     ) -> exchange_pb2.QueryCertificatesResponse:
+        self._auth.authenticate(context, SERVICE + "QueryCertificates", request)
         violations = []
         if request.page_size < 0:
             violations.append(FieldViolation("page_size", "must not be negative"))
@@ -144,7 +151,13 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
     def GetRecord(
         self, request: exchange_pb2.GetRecordRequest, context: grpc.ServicerContext
     ) -> exchange_pb2.RecordView:
+        principal = self._auth.authenticate(context, SERVICE + "GetRecord", request)
         key = check_record_key(request.record_key, field="record_key")
+        kind, issuer = key.split("/")[:2]
+        if kind == ASSESSOR:
+            # Assessor records are personal data: checked before the lookup, so a refusal
+            # says nothing about whether the record exists.
+            self._auth.require_personal_data(principal, issuer=issuer, kind=kind, today=self._today())
         snap = self._records.snapshot(key)
         if snap is None:
             raise NotFound(f"no record {key} has been published", reason="RECORD_NOT_FOUND")

@@ -44,14 +44,16 @@ def view_keys(views):
 
 
 def query(client, **kw):
-    return client.exchange.QueryCertificates(exchange_pb2.QueryCertificatesRequest(**kw), timeout=30)
+    return client.signed_read(
+        "ExchangeService", "QueryCertificates", exchange_pb2.QueryCertificatesRequest(**kw)
+    )
 
 
 def all_pages(client, **kw):
     views, pages = [], 0
     request = exchange_pb2.QueryCertificatesRequest(**kw)
     while True:
-        page = client.exchange.QueryCertificates(request, timeout=30)
+        page = client.signed_read("ExchangeService", "QueryCertificates", request)
         pages += 1
         views.extend(page.certificates)
         if not page.next_page_token:
@@ -108,7 +110,10 @@ def test_get_certificate_invalid_request(scheme, number, fields, client_for, rpc
     reader = client_for("CN-AH")
     request = exchange_pb2.GetCertificateRequest(scheme=scheme, certificate_number=number)
     rpc_refusal(
-        lambda: reader.exchange.GetCertificate(request), Code.INVALID_ARGUMENT, "INVALID_FIELDS", fields
+        lambda: reader.signed_read("ExchangeService", "GetCertificate", request),
+        Code.INVALID_ARGUMENT,
+        "INVALID_FIELDS",
+        fields,
     )
 
 
@@ -117,7 +122,7 @@ def test_get_certificate_with_a_nul_in_the_number(client_for, rpc_refusal):
     reader = client_for("CN-AH")
     request_pb = exchange_pb2.GetCertificateRequest(scheme=1, certificate_number="2024\x000100")
     rpc_refusal(
-        lambda: reader.exchange.GetCertificate(request_pb),
+        lambda: reader.signed_read("ExchangeService", "GetCertificate", request_pb),
         Code.INVALID_ARGUMENT,
         "INVALID_FIELDS",
         ("certificate_number",),
@@ -185,7 +190,7 @@ def test_paging_7_over_40_yields_every_certificate_once(client_for, published):
     request = exchange_pb2.QueryCertificatesRequest(issuer="CN-JS", page_size=7)
     sizes, seen = [], []
     while True:
-        page = reader.exchange.QueryCertificates(request)
+        page = reader.signed_read("ExchangeService", "QueryCertificates", request)
         sizes.append(len(page.certificates))
         seen.extend(view_keys(page.certificates))
         if not page.next_page_token:

@@ -36,7 +36,8 @@ def _log(engines) -> dict[int, tuple[bytes, int, bytes | None]]:
         return {r.log_index: (r.envelope_sha256, r.outcome, r.receipt) for r in rows}
 
 
-def test_the_writer_is_a_separate_process(gateway):
+def test_the_writer_is_a_separate_process(gateway_factory):
+    gateway = gateway_factory(writer_mode="process")
     pid = gateway.gateway.writer.pid
     assert pid is not None and pid != os.getpid()
     os.kill(pid, 0)  # alive
