@@ -38,6 +38,7 @@ from gateway.pb import (
 from gateway.registry.federation import Federation, Role
 from gateway.services.audit import AuditServicer
 from gateway.services.auth import ReadAuthenticator, ReadLimits
+from gateway.services.bursts import STORE_FAILURES
 from gateway.services.errors import ErrorInterceptor
 from gateway.services.exchange import ExchangeServicer
 from gateway.services.recognition import RecognitionServicer
@@ -99,6 +100,8 @@ class Gateway:
     _loop_thread: threading.Thread
     # Why the gateway stopped accepting submissions on its own (its writer died), or None.
     failure: str | None = None
+    _stopping: bool = False
+    _monitor: Any = None
     _stopped: threading.Event = field(default_factory=threading.Event)
     _stop_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -114,12 +117,38 @@ class Gateway:
     def _call(self, coro: Coroutine[Any, Any, Any], timeout: float | None = None) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def set_serving(self, serving: bool) -> None:
+    async def monitor_store(self, store: ReadStore, interval: float) -> None:
+        """Health follows the database: NOT_SERVING while it cannot be reached, SERVING again
+        by itself when it can (the writer reconnects on its next commit)."""
+        serving = True
+        while True:
+            await asyncio.sleep(interval)
+            if self.failure is not None or self._stopping:
+                return
+            try:
+                await asyncio.wait_for(self.loop.run_in_executor(self.executor, store.ping), timeout=5)
+                ok = True
+            except Exception as exc:
+                ok = False
+                STORE_FAILURES.note(type(exc).__name__)
+            if ok != serving:
+                serving = ok
+                if ok:
+                    STORE_FAILURES.recovered()
+                    log.warning("the database is reachable again: SERVING")
+                else:
+                    log.error("the database cannot be reached: health is NOT_SERVING until it can")
+                await self._set_health(ok)
+
+    async def _set_health(self, serving: bool) -> None:
         status = (
             health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         for name in ("", *SERVICE_NAMES):
-            self._call(self.health.set(name, status), timeout=5)
+            await self.health.set(name, status)
+
+    def set_serving(self, serving: bool) -> None:
+        self._call(self._set_health(serving), timeout=5)
 
     def writer_died(self, why: str) -> None:
         """The writer is gone: stop accepting, say why, and (by default) stop serving."""
@@ -145,6 +174,9 @@ class Gateway:
         with self._stop_lock:
             if self._stopped.is_set():
                 return
+            self._stopping = True
+            if self._monitor is not None:
+                self._monitor.cancel()
             try:
                 self._call(self.health.enter_graceful_shutdown(), timeout=5)
                 self._call(self.server.stop(grace), timeout=grace + 10)
@@ -180,6 +212,7 @@ def start_gateway(
     writer_mode: str = "process",
     writer_options: WriterOptions | None = None,
     read_limits: ReadLimits | None = None,
+    health_interval: float = 1.0,
 ) -> Gateway:
     """Start serving; ``tls`` is (certificate chain PEM, private key PEM) or None for plaintext.
 
@@ -293,6 +326,9 @@ def start_gateway(
         _loop_thread=loop_thread,
     )
     holder.append(gateway)
+    gateway._monitor = asyncio.run_coroutine_threadsafe(
+        gateway.monitor_store(ReadStore(engines), health_interval), loop
+    )
     if writer.client is not None and writer.client.closed_reason is not None:
         gateway.writer_died(writer.client.closed_reason)
     return gateway

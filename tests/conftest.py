@@ -11,8 +11,13 @@ the PostgreSQL runs are skipped, except under CI=true, where they must run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -478,3 +483,64 @@ def issuer_verifies(federation: Federation) -> Callable[[envelope_pb2.Envelope],
         return key.public_key.verify(pae(envelope.payload_type, envelope.payload), sig.sig)
 
     return _verify
+
+
+# --- a throw-away PostgreSQL for outage tests ---------------------------------------------
+
+
+class ThrowawayPostgres:
+    """A PostgreSQL server of the test's own (initdb + pg_ctl), never the machine's service."""
+
+    def __init__(self, bindir: Path, datadir: Path, port: int):
+        self.bindir = bindir
+        self.datadir = datadir
+        self.port = port
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        cmd = [str(self.bindir / args[0]), *args[1:]]
+        if os.geteuid() == 0:  # initdb and postgres refuse to run as root
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        self._run(
+            "pg_ctl", "-D", str(self.datadir), "-w", "-l", str(self.datadir / "log"),
+            "-o", f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1", "start",
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.datadir), "-w", "-m", "immediate", "stop")
+
+
+@pytest.fixture(scope="session")
+def throwaway_postgres() -> Iterator[ThrowawayPostgres]:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI needs the PostgreSQL server package (initdb, pg_ctl) for the outage tests")
+        pytest.skip("PostgreSQL server binaries (initdb) not installed: outage tests skipped")
+    # Not under pytest's temp root: that is private to root, and postgres must reach it.
+    base = Path(tempfile.mkdtemp(prefix="mrx-pg-"))
+    datadir = base / "data"
+    datadir.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+        shutil.chown(datadir, "postgres")
+        base.chmod(0o755)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pg = ThrowawayPostgres(found[-1].parent, datadir, port)
+    try:
+        pg._run("initdb", "-D", str(datadir), "-A", "trust", "-U", "postgres", "--no-sync")
+        pg.start()
+    except subprocess.CalledProcessError as err:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.fail(f"could not start a throw-away PostgreSQL: {err.stderr.decode(errors='replace')[-500:]}")
+    try:
+        yield pg
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            pg.stop()
+        shutil.rmtree(base, ignore_errors=True)

@@ -90,6 +90,11 @@ class ReadStore:
         with self._engines.reader.connect() as conn:
             return [StoredCertificate(*row) for row in conn.execute(stmt)]
 
+    def ping(self) -> None:
+        """One round trip to the database; raises if it cannot be reached."""
+        with self._engines.reader.connect() as conn:
+            conn.execute(select(1)).scalar_one()
+
     def exchange_count(self) -> int:
         with self._engines.reader.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(exchanges)).scalar_one())
