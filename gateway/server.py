@@ -22,7 +22,7 @@ from gateway.crypto.suites import PrivateKey
 # Certificates expire on a calendar date in China; "today" is judged there.
 from gateway.domain.records import CHINA, DEFAULT_PT_BOUNDARIES, PtBoundaries
 from gateway.ledger.checkpointer import Checkpointer
-from gateway.ledger.front import MAX_BATCH_BYTES, Submitter
+from gateway.ledger.front import MAX_BATCH_BYTES, StreamLimits, Submitter
 from gateway.ledger.verify import Limits, Verifier
 from gateway.ledger.writer import Writer, WriterClient, WriterOptions
 from gateway.pb import (
@@ -94,6 +94,7 @@ class Gateway:
     loop: asyncio.AbstractEventLoop
     writer: Writer
     verifier: Verifier
+    submitter: Submitter
     checkpointer: Checkpointer
     health: aio_health.HealthServicer
     executor: ThreadPoolExecutor
@@ -213,6 +214,7 @@ def start_gateway(
     writer_options: WriterOptions | None = None,
     read_limits: ReadLimits | None = None,
     health_interval: float = 1.0,
+    stream_limits: StreamLimits | None = None,
 ) -> Gateway:
     """Start serving; ``tls`` is (certificate chain PEM, private key PEM) or None for plaintext.
 
@@ -232,7 +234,11 @@ def start_gateway(
     verifier = Verifier(federation=federation, clock=clock, limits=limits, pt_boundaries=pt_boundaries)
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mrx-rpc")
     submitter = Submitter(
-        verifier=verifier, writer=lambda: client, gateway_key=gateway_key, executor=executor
+        verifier=verifier,
+        writer=lambda: client,
+        gateway_key=gateway_key,
+        executor=executor,
+        stream_limits=stream_limits,
     )
     checkpointer = Checkpointer(
         CheckpointStore(engines),
@@ -320,6 +326,7 @@ def start_gateway(
         loop=loop,
         writer=writer,
         verifier=verifier,
+        submitter=submitter,
         checkpointer=checkpointer,
         health=health_servicer,
         executor=executor,

@@ -13,9 +13,11 @@ Outcomes are ``Accepted`` or an ``MrxError``; the servicers turn them into proto
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import timedelta
 
 from gateway.crypto.dsse import RECEIPT_PAYLOAD_TYPE, sign_envelope
 from gateway.crypto.suites import PrivateKey
@@ -37,6 +39,63 @@ STREAM_CHUNKS_IN_FLIGHT = 4
 Result = Accepted | MrxError
 
 
+@dataclass(frozen=True, kw_only=True)
+class StreamLimits:
+    """Caps on SubmitStream calls, so that no caller can hold the gateway open.
+
+    A stream is anonymous until its first envelope verifies; anonymous streams have a
+    smaller pool than the total so that an anonymous flood cannot take every slot from
+    the participants. A stream that sends nothing is ended (STREAM_IDLE).
+    """
+
+    max_streams: int = 64
+    max_anonymous: int = 32
+    max_per_sender: int = 8
+    first_message_timeout: float = 10.0
+    idle_timeout: float = 120.0
+
+
+class _StreamGate:
+    """Counts open streams; used only on the event loop's thread, so it needs no lock."""
+
+    def __init__(self, limits: StreamLimits):
+        self.limits = limits
+        self.total = 0
+        self.anonymous = 0
+        self.by_sender: Counter[str] = Counter()
+
+    def open(self) -> None:
+        if self.total >= self.limits.max_streams or self.anonymous >= self.limits.max_anonymous:
+            raise ResourceExhausted(
+                f"the gateway has {self.total} streams open; retry shortly, or use SubmitBatch",
+                reason="TOO_MANY_STREAMS",
+                retry_after=timedelta(seconds=1),
+            )
+        self.total += 1
+        self.anonymous += 1
+
+    def attribute(self, sender: str) -> None:
+        if self.by_sender[sender] >= self.limits.max_per_sender:
+            raise ResourceExhausted(
+                f"{sender} already has {self.by_sender[sender]} streams open (the limit is "
+                f"{self.limits.max_per_sender}); send on those, or use SubmitBatch",
+                reason="TOO_MANY_STREAMS",
+                metadata={"sender": sender, "limit": str(self.limits.max_per_sender)},
+                retry_after=timedelta(seconds=1),
+            )
+        self.anonymous -= 1
+        self.by_sender[sender] += 1
+
+    def close(self, sender: str | None) -> None:
+        self.total -= 1
+        if sender is None:
+            self.anonymous -= 1
+        else:
+            self.by_sender[sender] -= 1
+            if not self.by_sender[sender]:
+                del self.by_sender[sender]
+
+
 class Submitter:
     def __init__(
         self,
@@ -45,11 +104,13 @@ class Submitter:
         writer: Callable[[], WriterClient],
         gateway_key: PrivateKey,
         executor: Executor,
+        stream_limits: StreamLimits | None = None,
     ):
         self._verifier = verifier
         self._writer = writer
         self._key = gateway_key
         self._executor = executor
+        self._gate = _StreamGate(stream_limits or StreamLimits())
 
     def receipt(self, accepted: Accepted) -> envelope_pb2.Envelope:
         """The gateway-signed receipt (Ed25519 is deterministic: a resend gets the same bytes)."""
@@ -81,56 +142,97 @@ class Submitter:
         verified = await loop.run_in_executor(self._executor, self._verify_all, envelopes)
         return await self._commit(verified)
 
+    @property
+    def open_streams(self) -> int:
+        return self._gate.total
+
     async def stream(self, envelopes: AsyncIterator[envelope_pb2.Envelope]) -> AsyncIterator[Result]:
         """One result per envelope, in order; a bad item never ends the stream.
 
         A reader task drains the call into a bounded queue; each chunk is whatever the
         queue holds (up to STREAM_CHUNK), verified in the pool and committed as one
         writer chunk; results are yielded in order as commits land. When the call ends
-        (the client cancels), the generator is closed and the reader cancelled: no thread
-        is left waiting on anything.
+        (the client cancels), the generator is closed and its tasks cancelled: nothing is
+        left waiting. A stream takes a slot (StreamLimits): anonymous until its first
+        envelope verifies, then its sender's; one that sends nothing is ended.
         """
+        self._gate.open()
+        sender: str | None = None
         incoming: asyncio.Queue[envelope_pb2.Envelope | None] = asyncio.Queue(STREAM_CHUNK * 2)
         in_flight: asyncio.Queue[asyncio.Future[list[Result]] | None] = asyncio.Queue(STREAM_CHUNKS_IN_FLIGHT)
         loop = asyncio.get_running_loop()
+        last_message = loop.time()
+        received = False
+        ended: list[BaseException] = []  # why the stream ended early, if it did
 
         async def read() -> None:
+            nonlocal last_message, received
             try:
                 async for envelope in envelopes:
+                    last_message, received = loop.time(), True
                     await incoming.put(envelope)
+            except MrxError as err:  # e.g. an undecodable message: answer what came before it
+                ended.append(err)
             finally:
                 await incoming.put(None)
 
         async def chunk() -> None:
+            nonlocal sender
             done = False
-            while not done:
-                first = await incoming.get()
-                if first is None:
-                    break
-                batch = [first]
-                while len(batch) < STREAM_CHUNK and not incoming.empty():
-                    item = incoming.get_nowait()
-                    if item is None:
-                        done = True
+            try:
+                while not done:
+                    first = await incoming.get()
+                    if first is None:
                         break
-                    batch.append(item)
-                verified = await loop.run_in_executor(self._executor, self._verify_all, batch)
-                # Started now, so the next chunk is verified while this one commits.
-                await in_flight.put(asyncio.ensure_future(self._commit(verified)))
+                    batch = [first]
+                    while len(batch) < STREAM_CHUNK and not incoming.empty():
+                        item = incoming.get_nowait()
+                        if item is None:
+                            done = True
+                            break
+                        batch.append(item)
+                    verified = await loop.run_in_executor(self._executor, self._verify_all, batch)
+                    if sender is None:
+                        first_ok = next((v for v in verified if isinstance(v, Staged)), None)
+                        if first_ok is not None:
+                            self._gate.attribute(first_ok.sender)
+                            sender = first_ok.sender
+                    # Started now, so the next chunk is verified while this one commits.
+                    await in_flight.put(asyncio.ensure_future(self._commit(verified)))
+            except MrxError as err:
+                ended.append(err)
             await in_flight.put(None)
+
+        async def watch() -> None:
+            limits = self._gate.limits
+            while True:
+                await asyncio.sleep(min(limits.first_message_timeout, limits.idle_timeout) / 4)
+                quiet = loop.time() - last_message
+                if (not received and quiet > limits.first_message_timeout) or quiet > limits.idle_timeout:
+                    ended.append(
+                        ResourceExhausted(
+                            f"the stream sent nothing for {quiet:.0f} s; open a stream when there is "
+                            "something to send",
+                            reason="STREAM_IDLE",
+                        )
+                    )
+                    reader.cancel()
+                    await incoming.put(None)
+                    return
 
         reader = asyncio.ensure_future(read())
         chunker = asyncio.ensure_future(chunk())
+        watcher = asyncio.ensure_future(watch())
         try:
             while (fut := await in_flight.get()) is not None:
                 for result in await fut:
                     yield result
-            await chunker
-            with contextlib.suppress(Exception):
-                await reader  # the client's own errors end the call, nothing to answer
+            if ended:
+                raise ended[0]
         finally:
-            for task in (reader, chunker):
+            for task in (reader, chunker, watcher):
                 task.cancel()
+            self._gate.close(sender)
 
     def _verify_all(self, envelopes: Sequence[envelope_pb2.Envelope]) -> list[Staged | MrxError]:
         out: list[Staged | MrxError] = []
