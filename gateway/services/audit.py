@@ -165,6 +165,11 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     ) -> LogEntry:
         if which == "log_index":
             index = request.log_index
+            if index >= MAX_INDEX:
+                raise OutOfRange(
+                    f"log_index must be below 2^63, got {index}",
+                    reason="INDEX_BEYOND_LOG",
+                )
             if size is not None and index >= size:
                 raise OutOfRange(
                     f"log_index {index} is not in a tree of size {size}",
@@ -181,10 +186,13 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                 )
             entry = reader.entry_by_digest(request.envelope_sha256, with_envelope=size is None)
             if entry is not None and size is not None and entry.log_index >= size:
+                # Scope first, and no log index: the answer must not say where an exchange
+                # the caller may not see sits in the log.
+                _require_sees(principal, entry)
                 raise OutOfRange(
-                    f"that envelope is at log index {entry.log_index}, not in a tree of size {size}",
+                    f"that exchange is not in a tree of size {size}",
                     reason="INDEX_BEYOND_TREE",
-                    metadata={"tree_size": str(size), "log_index": str(entry.log_index)},
+                    metadata={"tree_size": str(size)},
                 )
         else:
             raise InvalidArgument(
@@ -193,13 +201,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             )
         if entry is None:
             raise NotFound("no such exchange in the log", reason="EXCHANGE_NOT_FOUND")
-        if not principal.sees(entry.sender, entry.subject_issuer):
-            raise PermissionDenied(
-                # No log index here: asked by digest, it would say where a hidden exchange is.
-                f"{principal.code} may not see that exchange: neither its sender nor the record's issuer "
-                "is within its scope",
-                reason="OUTSIDE_SCOPE",
-            )
+        _require_sees(principal, entry)
         return entry
 
 
@@ -224,3 +226,17 @@ def _decode_cursor(token: str, digest: str) -> int:
     if not isinstance(last, int) or not 0 <= last < 2**63:
         raise bad_token()
     return last
+
+
+# Log indexes are BIGINT: anything from 2^63 on cannot name an entry.
+MAX_INDEX = 2**63
+
+
+def _require_sees(principal: Principal, entry: LogEntry) -> None:
+    if not principal.sees(entry.sender, entry.subject_issuer):
+        raise PermissionDenied(
+            # No log index here: asked by digest, it would say where a hidden exchange is.
+            f"{principal.code} may not see that exchange: neither its sender nor the record's issuer "
+            "is within its scope",
+            reason="OUTSIDE_SCOPE",
+        )

@@ -32,11 +32,21 @@ def bad_token() -> InvalidArgument:
     )
 
 
+# Tokens this gateway issues are a digest and a short cursor: far below this. Bounding
+# the size first also bounds how deeply a forged token can nest before JSON sees it.
+MAX_TOKEN_LENGTH = 1024
+
+
 def decode_token(token: str, digest: str, size: int) -> list[object]:
     """The cursor of ``size`` values, or BAD_PAGE_TOKEN; values are unchecked."""
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise bad_token()
     try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except ValueError:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        if raw.count(b"[") + raw.count(b"{") > 2:  # a cursor is one flat list
+            raise bad_token()
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
         raise bad_token() from None
     if not isinstance(data, list) or len(data) != size + 1 or data[0] != digest:
         raise bad_token()
