@@ -34,10 +34,13 @@ from gateway.crypto.dsse import (
     DECISION_PAYLOAD_TYPE,
     RECEIPT_PAYLOAD_TYPE,
     SUBMISSION_PAYLOAD_TYPE,
+    SignatureError,
+    sha256,
     sign_envelope,
+    verify_envelope,
 )
 from gateway.crypto.reads import sign_read
-from gateway.crypto.suites import PrivateKey, PublicKey, Suite, pae
+from gateway.crypto.suites import PrivateKey, PublicKey, Suite
 from gateway.domain.certificates import CertState, Scheme
 from gateway.domain.records import Record
 from gateway.pb import (
@@ -143,28 +146,37 @@ def verify_decision(
     envelope: envelope_pb2.Envelope, gateway_keys: dict[str, PublicKey]
 ) -> recognition_pb2.Decision:
     """Check a decision envelope's type and gateway signature; return the Decision."""
-    if envelope.payload_type != DECISION_PAYLOAD_TYPE or len(envelope.signatures) != 1:
-        raise DecisionError("not a decision envelope")
-    sig = envelope.signatures[0]
-    key = gateway_keys.get(sig.keyid)
-    if key is None or not key.verify(pae(envelope.payload_type, envelope.payload), sig.sig):
-        raise DecisionError(f"decision signature does not verify with gateway key {sig.keyid!r}")
+    if len(envelope.signatures) != 1:
+        raise DecisionError("a decision carries exactly one signature")
+    try:
+        verify_envelope(envelope, payload_type=DECISION_PAYLOAD_TYPE, keys=gateway_keys, what="decision")
+    except SignatureError as err:
+        raise DecisionError(str(err)) from None
     return recognition_pb2.Decision.FromString(envelope.payload)
 
 
 def verify_receipt(
-    envelope: envelope_pb2.Envelope, gateway_keys: dict[str, PublicKey]
+    envelope: envelope_pb2.Envelope,
+    gateway_keys: dict[str, PublicKey],
+    sent: envelope_pb2.Envelope | None = None,
 ) -> envelope_pb2.Receipt:
-    """Check a receipt envelope's type and gateway signature; return the Receipt."""
-    if envelope.payload_type != RECEIPT_PAYLOAD_TYPE or len(envelope.signatures) != 1:
-        raise ReceiptError("not a receipt envelope")
-    sig = envelope.signatures[0]
-    key = gateway_keys.get(sig.keyid)
-    if key is None:
-        raise ReceiptError(f"receipt signed with unknown gateway key {sig.keyid!r}")
-    if not key.verify(pae(envelope.payload_type, envelope.payload), sig.sig):
-        raise ReceiptError(f"receipt signature does not verify with gateway key {sig.keyid}")
-    return envelope_pb2.Receipt.FromString(envelope.payload)
+    """Check a receipt's type and gateway signature, and that it names ``sent``; return it."""
+    if len(envelope.signatures) != 1:
+        raise ReceiptError("a receipt carries exactly one signature")
+    try:
+        verify_envelope(envelope, payload_type=RECEIPT_PAYLOAD_TYPE, keys=gateway_keys, what="receipt")
+    except SignatureError as err:
+        raise ReceiptError(str(err)) from None
+    receipt = envelope_pb2.Receipt.FromString(envelope.payload)
+    if sent is not None:
+        digest = sha256(sent.SerializeToString(deterministic=True))
+        submission = records_pb2.Submission.FromString(sent.payload)
+        if receipt.envelope_sha256 != digest or receipt.message_id != submission.header.message_id:
+            raise ReceiptError(
+                f"the receipt names another envelope (message id {receipt.message_id!r}) than the one sent "
+                f"({submission.header.message_id!r})"
+            )
+    return receipt
 
 
 # SubmitBatch limits (proto/mrx/v1/exchange.proto); the SDK splits larger batches.
@@ -255,7 +267,7 @@ class GatewayClient:
             )
         except grpc.RpcError as err:
             raise SubmissionRefused(Refusal.from_rpc_error(err)) from None
-        return verify_receipt(response.receipt, self.gateway_keys)
+        return verify_receipt(response.receipt, self.gateway_keys, envelope)
 
     def publish(self, record: Record, **kwargs: Any) -> envelope_pb2.Receipt:
         return self.submit(self.sign(record, **kwargs))
@@ -263,10 +275,17 @@ class GatewayClient:
     def submit_many(self, envelopes: Iterable[envelope_pb2.Envelope]) -> Iterator[Outcome]:
         """Stream envelopes; yields one Outcome per envelope, in order."""
         keys = self.gateway_keys
-        requests = (exchange_pb2.SubmitRequest(envelope=e) for e in envelopes)
-        for response in self.exchange.SubmitStream(requests):
+        sent: list[envelope_pb2.Envelope] = []
+
+        def requests() -> Iterator[exchange_pb2.SubmitRequest]:
+            for envelope in envelopes:
+                sent.append(envelope)
+                yield exchange_pb2.SubmitRequest(envelope=envelope)
+
+        for response in self.exchange.SubmitStream(requests()):
             if response.HasField("receipt"):
-                yield Outcome(response.sequence, verify_receipt(response.receipt, keys), None)
+                envelope = sent[response.sequence]
+                yield Outcome(response.sequence, verify_receipt(response.receipt, keys, envelope), None)
             else:
                 yield Outcome(response.sequence, None, Refusal.from_status(response.error))
 
@@ -293,9 +312,8 @@ class GatewayClient:
             base = len(outcomes)
             for result in response.results:
                 if result.HasField("receipt"):
-                    outcomes.append(
-                        Outcome(base + result.sequence, verify_receipt(result.receipt, keys), None)
-                    )
+                    receipt = verify_receipt(result.receipt, keys, call[result.sequence])
+                    outcomes.append(Outcome(base + result.sequence, receipt, None))
                 else:
                     outcomes.append(Outcome(base + result.sequence, None, Refusal.from_status(result.error)))
         return outcomes

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TextIO
 
 from gateway.client import GatewayClient, SubmissionRefused, make_submission
-from gateway.crypto.suites import PrivateKey, Suite, pae
+from gateway.crypto.dsse import verify_envelope_signature
+from gateway.crypto.suites import PrivateKey, Suite
 from gateway.domain.certificates import Certificate, CertState, Scheme
 from gateway.domain.demo_data import (
     demo_assessors,
@@ -131,9 +132,7 @@ def run_demo(*, database: str | None, template: Path, keep: bool, out: TextIO) -
         reader = clients["CN-AH"]
         view = reader.get_certificate(Scheme.CCC, js_cert.certificate_number)
         issuer_key = federation.keys[view.envelope.signatures[0].keyid]
-        verified = issuer_key.public_key.verify(
-            pae(view.envelope.payload_type, view.envelope.payload), view.envelope.signatures[0].sig
-        )
+        verified = verify_envelope_signature(view.envelope, issuer_key.public_key)
         state = CertState(view.effective_state).name
         say(
             f"   GetCertificate CCC {js_cert.certificate_number}: {state} since "

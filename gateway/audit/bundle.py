@@ -34,8 +34,8 @@ from google.protobuf.message import DecodeError, Message
 from gateway.audit import merkle
 from gateway.audit.checkpoints import CHECKPOINT_PAYLOAD_TYPE
 from gateway.client import AuditClient
-from gateway.crypto.dsse import SUBMISSION_PAYLOAD_TYPE, sha256
-from gateway.crypto.suites import PublicKey, Suite, pae
+from gateway.crypto.dsse import SUBMISSION_PAYLOAD_TYPE, SignatureError, sha256, verify_signature
+from gateway.crypto.suites import PublicKey, Suite
 from gateway.pb import audit_pb2, envelope_pb2, records_pb2, registry_pb2
 from gateway.registry.federation import Federation, KeyRecord
 
@@ -635,7 +635,6 @@ class _Verifier:
         if not envelope.signatures:
             self.r.problem("checkpoint.envelope", "carries no signature")
             return
-        signed = pae(envelope.payload_type, envelope.payload)
         failures: list[str] = []
         for sig in envelope.signatures:
             keyid = sig.keyid[:80]
@@ -644,7 +643,7 @@ class _Verifier:
                 failures.append(f"signed by {keyid!r}, which is not a {self.gateway_key_kind()}")
                 continue
             for label, key in candidates:
-                if _suite_of(sig) is key.suite and key.verify(signed, sig.sig):
+                if _verifies(envelope, sig, key):
                     self.r.checkpoint_verified = True
                     self.note_gateway_key(sig.keyid, key)
                     return
@@ -842,9 +841,7 @@ class _Verifier:
         key, label, owner = self.signer_key(sig.keyid)
         if key is None:
             self.r.problem(where, f"signed by {sig.keyid[:80]!r}, which is not {label}", **at)
-        elif _suite_of(sig) is not key.suite or not key.verify(
-            pae(envelope.payload_type, envelope.payload), sig.sig
-        ):
+        elif not _verifies(envelope, sig, key):
             self.r.problem(where, f"signature by {sig.keyid} does not verify with {label}", **at)
         submission = _decode(records_pb2.Submission, envelope.payload)
         if submission is None:
@@ -1069,6 +1066,14 @@ def _decode(cls: type[_M], data: bytes) -> _M | None:
     except (DecodeError, RuntimeError, ValueError):
         return None
     return msg
+
+
+def _verifies(envelope: envelope_pb2.Envelope, sig: envelope_pb2.Signature, key: PublicKey) -> bool:
+    try:
+        verify_signature(envelope, sig, key)
+    except SignatureError:
+        return False
+    return True
 
 
 def _suite_of(sig: envelope_pb2.Signature) -> Suite | None:

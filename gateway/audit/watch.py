@@ -33,7 +33,8 @@ from google.protobuf.message import DecodeError
 from gateway.audit import merkle
 from gateway.audit.checkpoints import CHECKPOINT_PAYLOAD_TYPE
 from gateway.client import AuditClient, Refusal
-from gateway.crypto.suites import PublicKey, Suite, pae
+from gateway.crypto.dsse import SignatureError, verify_envelope
+from gateway.crypto.suites import PublicKey, Suite
 from gateway.pb import audit_pb2, envelope_pb2, registry_pb2
 
 EXIT_OK = 0
@@ -80,13 +81,10 @@ def open_checkpoint(envelope: envelope_pb2.Envelope, keys: Mapping[str, PublicKe
     """Verify a checkpoint envelope with one of ``keys`` (by key id) and decode it."""
     if envelope.payload_type != CHECKPOINT_PAYLOAD_TYPE:
         raise CheckpointError(f"payload type {envelope.payload_type[:80]!r} is not a checkpoint")
-    signed = pae(envelope.payload_type, envelope.payload)
-    keyid = None
-    for sig in envelope.signatures:
-        key = keys.get(sig.keyid)
-        if key is not None and _suite(sig.suite) is key.suite and key.verify(signed, sig.sig):
-            keyid = sig.keyid
-            break
+    try:
+        keyid = verify_envelope(envelope, payload_type=CHECKPOINT_PAYLOAD_TYPE, keys=keys, what="checkpoint")
+    except SignatureError:
+        keyid = None
     if keyid is None:
         named = ", ".join(repr(s.keyid[:80]) for s in envelope.signatures) or "no key"
         raise CheckpointError(
@@ -375,13 +373,6 @@ def watch_loop(
         if code != EXIT_OK:
             return code
         sleep(interval)
-
-
-def _suite(value: int) -> Suite | None:
-    try:
-        return Suite.from_proto(value)
-    except ValueError:
-        return None
 
 
 def _time_text(at: datetime | None) -> str | None:

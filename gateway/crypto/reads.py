@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from google.protobuf.message import Message
 
 from gateway.crypto.dsse import sha256
-from gateway.crypto.suites import PrivateKey, pae
+from gateway.crypto.suites import PrivateKey, PublicKey, pae
 
 READ_REQUEST_PAYLOAD_TYPE = "application/vnd.mrx.read-request.v2"
 MD_PRINCIPAL = "x-mrx-principal"
@@ -38,6 +38,13 @@ def read_signing_input(method: str, signed_at: str, nonce: str, request_bytes: b
     return pae(
         READ_REQUEST_PAYLOAD_TYPE, f"{method}\n{signed_at}\n{nonce}\n".encode() + sha256(request_bytes)
     )
+
+
+def verify_read(
+    key: PublicKey, *, method: str, signed_at: str, nonce: str, request_bytes: bytes, signature: bytes
+) -> bool:
+    """True if ``signature`` is ``key``'s over this read (the gateway's side of sign_read)."""
+    return key.verify(read_signing_input(method, signed_at, nonce, request_bytes), signature)
 
 
 def new_nonce() -> str:

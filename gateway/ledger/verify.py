@@ -43,8 +43,7 @@ from gateway.convert import (
     record_from_proto,
     timestamp_to_datetime,
 )
-from gateway.crypto.dsse import SUBMISSION_PAYLOAD_TYPE, sha256
-from gateway.crypto.suites import Suite, pae
+from gateway.crypto.dsse import SUBMISSION_PAYLOAD_TYPE, SignatureError, sha256, verify_signature
 from gateway.domain.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -116,21 +115,19 @@ class Verifier:
         sig = envelope.signatures[0]
         key = self.federation.known_key(sig.keyid)
         try:
-            suite = Suite.from_proto(sig.suite)
-        except ValueError:
-            suite = None
-        if suite is not key.suite:
-            raise Unauthenticated(
-                f"signature suite does not match key {key.keyid}, which is {key.suite.value}",
-                reason="SUITE_MISMATCH",
-                metadata={"keyid": key.keyid},
-            )
-        if not key.public_key.verify(pae(envelope.payload_type, envelope.payload), sig.sig):
+            verify_signature(envelope, sig, key.public_key)
+        except SignatureError as err:
+            if err.reason == "SUITE_MISMATCH":
+                raise Unauthenticated(
+                    f"signature suite does not match key {key.keyid}, which is {key.suite.value}",
+                    reason="SUITE_MISMATCH",
+                    metadata={"keyid": key.keyid},
+                ) from None
             raise Unauthenticated(
                 f"signature does not verify with key {key.keyid}",
                 reason="BAD_SIGNATURE",
                 metadata={"keyid": key.keyid},
-            )
+            ) from None
         submission = records_pb2.Submission()
         try:
             submission.ParseFromString(envelope.payload)

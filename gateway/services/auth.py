@@ -26,7 +26,7 @@ from gateway.crypto.reads import (
     MD_SIGNATURE,
     MD_SIGNED_AT,
     NONCE_PATTERN,
-    read_signing_input,
+    verify_read,
 )
 from gateway.domain.errors import PermissionDenied, ResourceExhausted, Unauthenticated
 from gateway.registry.federation import Federation, Participant, Role
@@ -176,8 +176,13 @@ class ReadAuthenticator:
                 reason="STALE_CREDENTIALS",
             )
         raw = REQUEST_BYTES.get() or request.SerializeToString()
-        if not isinstance(signature, bytes) or not key.public_key.verify(
-            read_signing_input(method, signed_at, nonce, raw), signature
+        if not isinstance(signature, bytes) or not verify_read(
+            key.public_key,
+            method=method,
+            signed_at=signed_at,
+            nonce=nonce,
+            request_bytes=raw,
+            signature=signature,
         ):
             raise Unauthenticated(
                 f"read signature does not verify with key {keyid}: it must cover the exact request "
