@@ -22,7 +22,7 @@ from gateway.client import AuditClient, GatewayClient, SubmissionRefused
 from gateway.crypto.dsse import verify_envelope_signature
 from gateway.crypto.sm2 import N, decode_signature, encode_signature
 from gateway.crypto.suites import PrivateKey, Suite, pae
-from gateway.pb import envelope_pb2
+from gateway.pb import audit_pb2, envelope_pb2
 from gateway.registry.federation import Federation, KeyRecord
 from gateway.server import start_gateway
 
@@ -104,6 +104,24 @@ def test_sm2_participant_publishes_and_reads(client_for, certs_of, signers, gate
     # A recognition question asked by the SM2 participant is authenticated and answered.
     decision = tj.check_recognition(record_key=receipt.record_key)
     assert decision.asked_by == "CN-TJ"
+
+
+def test_sm2_participant_reads_its_audit_trail(client_for, certs_of, gateway, signers, rpc_refusal):
+    # Audit reads are signed per call (x-mrx-signature-bin over the read-request PAE): with SM2 here.
+    tj_receipt = client_for("CN-TJ").publish(certs_of("CN-TJ")[0])
+    client_for("CN-JS").publish(certs_of("CN-JS")[0])
+    with AuditClient(gateway.address, principal="CN-TJ", signer=signers["CN-TJ"]) as tj:
+        mine = [e.log_index for e in tj.exchanges(audit_pb2.ListExchangesRequest())]
+        assert mine == [tj_receipt.log_index]
+        assert tj.envelope(log_index=tj_receipt.log_index).envelope.signatures[0].keyid == "CN-TJ/demo"
+    # The same read signed by another SM2 key under CN-TJ's key id is refused.
+    impostor = PrivateKey.generate(Suite.SM2_SM3, "CN-TJ/demo")
+    with AuditClient(gateway.address, principal="CN-TJ", signer=impostor) as forged:
+        rpc_refusal(
+            lambda: list(forged.exchanges(audit_pb2.ListExchangesRequest())),
+            Code.UNAUTHENTICATED,
+            "BAD_SIGNATURE",
+        )
 
 
 # --- bad input: each UNAUTHENTICATED with its reason, none logged --------------------------------
