@@ -135,6 +135,12 @@ def test_audit_verify_checks_sm2_envelopes_receipts_and_checkpoints(federation: 
     assert "checkpoint signature: verified (with the pinned gateway key)" in result.stdout
     assert "entries: 3 (accepted 3); 3 verified, 0 with problems" in result.stdout
     assert "result: PASS" in result.stdout
+    # Pinned by the gateway's SM2 public key file alone, as an auditor without the federation would.
+    result = mrx(
+        "audit", "verify", str(bundle), "--gateway-key", str(federation / "public" / "MRX-GW_e2e-sm2.pem")
+    )
+    assert result.returncode == 0 and "result: PASS" in result.stdout, result.stdout + result.stderr
+    assert "checkpoint signature: verified (with the pinned gateway key)" in result.stdout
     # Pinned to the pilot federation, whose MRX-GW key is Ed25519, the SM2 checkpoint fails.
     result = mrx("audit", "verify", str(bundle), "--federation", str(ROOT / "keys"))
     assert result.returncode == 1 and "result: FAIL" in result.stdout
