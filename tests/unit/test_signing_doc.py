@@ -207,3 +207,18 @@ def test_openssl_snippet_verifies_the_sm2_example(tmp_path: Path) -> None:
         ["sh", "verify-sm2.sh", pae_hex, tampered, "pub.pem"], cwd=tmp_path, capture_output=True
     )
     assert bad.returncode != 0
+
+
+def test_sm2_curve_in_doc_is_the_one_the_gateway_uses() -> None:
+    from gateway.crypto import sm2
+
+    body = re.search(r"<!-- sm2-curve -->\n```text\n(.*?)\n```", doc_text(), re.DOTALL)
+    assert body is not None
+    values = dict(line.replace(" ", "").split("=") for line in body.group(1).splitlines())
+    expected = {"p": sm2.P, "a": sm2.A, "b": sm2.B, "n": sm2.N, "xG": sm2.GX, "yG": sm2.GY}
+    assert {k: int(v, 16) for k, v in values.items()} == expected
+    # G is on the curve and has order n (n*G is the point at infinity; (n-1)*G is -G).
+    assert (sm2.GY**2 - sm2.GX**3 - sm2.A * sm2.GX - sm2.B) % sm2.P == 0
+    minus_g = generator.sm2_reference.public_point(sm2.N - 1)
+    assert int.from_bytes(minus_g[1:33], "big") == sm2.GX
+    assert int.from_bytes(minus_g[33:], "big") == sm2.P - sm2.GY
