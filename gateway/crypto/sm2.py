@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes as _hashes
 from tongsuopy.crypto import hashes as _ts_hashes
 from tongsuopy.crypto import serialization as _ts_serialization
 from tongsuopy.crypto.asymciphers import ec as _ts_ec
+from tongsuopy.crypto.exceptions import InternalError as _TsInternalError
 from tongsuopy.crypto.exceptions import InvalidSignature as _TsInvalidSignature
 from tongsuopy.crypto.exceptions import UnsupportedAlgorithm as _TsUnsupported
 
@@ -192,9 +193,12 @@ class Sm2PublicKey:
         return self._verify_bytes(data, signature)
 
     def _verify_bytes(self, data: bytes, signature: bytes) -> bool:
+        # tongsuopy raises InternalError, not InvalidSignature, for bytes that are not DER
+        # (Tongsuo's verify returns -1): decode_signature keeps those away, and this keeps
+        # any that slip through a refusal rather than an INTERNAL error.
         try:
             self._key.verify(signature, data, _ts_ec.ECDSA(_ts_hashes.SM3()))
-        except (_TsInvalidSignature, ValueError, TypeError):
+        except (_TsInvalidSignature, _TsInternalError, ValueError, TypeError):
             return False
         return True
 

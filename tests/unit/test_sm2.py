@@ -158,6 +158,14 @@ def test_non_canonical_or_out_of_range_signatures_are_refused(case: str, make: o
     assert public.verify(PAE, sig) is False
 
 
+def test_library_errors_on_malformed_der_become_false() -> None:
+    # Defence in depth: tongsuopy raises InternalError (not InvalidSignature) on bytes that
+    # are not DER. decode_signature stops them first; the wrapper maps any that get through.
+    inner = PublicKey.from_sm2_point(GMT_POINT)._key
+    for sig in (b"garbage!", b"\x30\x03\x02\x01", b"\x30\x07\x02\x01\x01\x02\x02\x00\x01"):
+        assert inner._verify_bytes(PAE, sig) is False  # type: ignore[union-attr]
+
+
 def test_suites_do_not_cross() -> None:
     sm2_key = PrivateKey.generate(Suite.SM2_SM3, "CN-TJ/sm2")
     ed_key = PrivateKey.generate(Suite.ED25519, "CN-TJ/ed")
