@@ -26,8 +26,13 @@ from google.protobuf import text_format  # noqa: E402
 from google.protobuf.timestamp_pb2 import Timestamp  # noqa: E402
 
 from gateway.crypto.dsse import SUBMISSION_PAYLOAD_TYPE, sha256, sign_envelope  # noqa: E402
-from gateway.crypto.suites import PrivateKey, pae  # noqa: E402
-from gateway.pb import records_pb2  # noqa: E402
+from gateway.crypto.suites import PrivateKey, PublicKey, pae  # noqa: E402
+from gateway.pb import envelope_pb2, records_pb2  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "docs"))
+import sm2_reference  # noqa: E402
+
+from gateway.crypto import sm2  # noqa: E402
 
 DOC = ROOT / "docs" / "signing.md"
 
@@ -36,6 +41,14 @@ DOC = ROOT / "docs" / "signing.md"
 RFC8032_SECRET = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
 RFC8032_PUBLIC = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
 EXAMPLE_KEYID = "CN-JS/rfc8032-test1"
+
+# GM/T 0003.5-2012 (GB/T 32918.5-2017), the signature example on the recommended curve:
+# a published key, and the published per-signature secret k, used here so that the SM2
+# example signature is reproducible. A real signature needs a fresh random k every time
+# (two signatures with one k reveal the private key).
+GMT_SECRET = bytes.fromhex("3945208F7B2144B13F36E38AC6D39F95889393692860B51A42FB81EF4DF7C5B8")
+GMT_K = int("59276E27D506861A16680F3AD9C02DCCEF3CC1FA3CDBE4CE6D54B80DEAC1BC21", 16)
+SM2_EXAMPLE_KEYID = "CN-TJ/gmt0003-example"
 
 USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 USCC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
@@ -96,6 +109,58 @@ def example_submission() -> records_pb2.Submission:
     )
 
 
+def tianjin_credit_code() -> str:
+    # 120116 = Tianjin Binhai New Area; the rest as in holder_credit_code.
+    body = "91120116" + "58330914"
+    body += org_code_check(body[8:])
+    return body + uscc_check(body)
+
+
+def sm2_example_submission() -> records_pb2.Submission:
+    """The submission of section 7, as Tianjin would send it (another id, sender, holder)."""
+    submission = example_submission()
+    submission.header.message_id = "demo-0002"
+    submission.header.sender = "CN-TJ"
+    cert = submission.certificate_status
+    cert.certificate_number = "2024010902000456"
+    cert.issuer = "CN-TJ"
+    cert.holder.name = "天津滨海明德电子科技有限公司"
+    cert.holder.credit_code = tianjin_credit_code()
+    return submission
+
+
+def build_sm2_example() -> dict[str, bytes]:
+    """Every byte string of the SM2 worked example (signature made with the published k)."""
+    d = int.from_bytes(GMT_SECRET, "big")
+    point = sm2_reference.public_point(d)
+    payload = sm2_example_submission().SerializeToString()
+    signed = pae(SUBMISSION_PAYLOAD_TYPE, payload)
+    r, s = sm2_reference.sign(d, signed, GMT_K)
+    sig = sm2.encode_signature(r, s)
+    envelope = envelope_pb2.Envelope(
+        payload_type=SUBMISSION_PAYLOAD_TYPE,
+        payload=payload,
+        signatures=[
+            envelope_pb2.Signature(
+                keyid=SM2_EXAMPLE_KEYID, sig=sig, suite=envelope_pb2.SIGNATURE_SUITE_SM2_SM3
+            )
+        ],
+    )
+    envelope_bytes = envelope.SerializeToString()
+    return {
+        "sm2-public-key": point,
+        "sm2-z": sm2.z_value(point),
+        "sm2-payload": payload,
+        "sm2-pae": signed,
+        "sm2-e": sm2.message_digest(point, signed),
+        "sm2-r": r.to_bytes(32, "big"),
+        "sm2-s": s.to_bytes(32, "big"),
+        "sm2-signature": sig,
+        "sm2-envelope": envelope_bytes,
+        "sm2-envelope-sha256": sha256(envelope_bytes),
+    }
+
+
 def build_example() -> dict[str, bytes]:
     """Every byte string of the worked example."""
     signer = PrivateKey.from_raw_ed25519(RFC8032_SECRET, EXAMPLE_KEYID)
@@ -125,6 +190,10 @@ def render_blocks() -> dict[str, str]:
     # Quoted: the trailing space matters and editors strip it from bare lines.
     blocks["pae-head"] = '"' + figures["pae"][: -len(payload)].decode("ascii") + '"'
     blocks["pae-hello"] = _hex_lines(pae("http://example.com/HelloWorld", b"hello world"))
+    sm2_figures = build_sm2_example()
+    blocks.update({name: _hex_lines(value) for name, value in sm2_figures.items()})
+    blocks["sm2-public-key-pem"] = PublicKey.from_sm2_point(sm2_figures["sm2-public-key"]).pem().rstrip()
+    blocks["sm2-payload-text"] = text_format.MessageToString(sm2_example_submission(), as_utf8=True).rstrip()
     return blocks
 
 

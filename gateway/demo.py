@@ -145,6 +145,19 @@ def run_demo(*, database: str | None, template: Path, keep: bool, out: TextIO) -
         )
         if state != "SUSPENDED" or not verified:
             failures.append("read-back of the suspended certificate")
+        # CN-TJ signs with SM2 only (commercial cryptography): its records read back the same.
+        tj_cert = published["CN-TJ"][0]
+        tj_view = clients["CN-BJ"].get_certificate(tj_cert.scheme, tj_cert.certificate_number)
+        tj_sig = tj_view.envelope.signatures[0]
+        tj_key = federation.keys[tj_sig.keyid]
+        tj_ok = verify_envelope_signature(tj_view.envelope, tj_key.public_key)
+        say(
+            f"   CN-BJ reads CN-TJ's {tj_cert.scheme.name} {tj_cert.certificate_number}; "
+            f"issuer signature ({tj_key.keyid}, {tj_key.suite.value}): "
+            f"{'verified' if tj_ok else 'DOES NOT VERIFY'}"
+        )
+        if not tj_ok:
+            failures.append("read-back of an SM2-signed certificate")
         holder = js_cert.holder
         found = list(reader.query_certificates(holder_credit_code=holder.credit_code, page_size=5))
         say(

@@ -1,8 +1,9 @@
 """Signature suites, the DSSE signing input (PAE) and key handling.
 
-This is the only module that touches ``cryptography``. Its exceptions stop here: a bad
-signature is ``False``, a key of the wrong kind is ``ValueError``. Nothing above this
-module has to know which library does the arithmetic.
+This is the only module that touches ``cryptography`` for signatures (SM2 goes through
+gateway.crypto.sm2, the only module that touches tongsuopy). Their exceptions stop
+here: a bad signature is ``False``, a key of the wrong kind is ``ValueError``. Nothing
+above this module has to know which library does the arithmetic.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from gateway.crypto.sm2 import Sm2PrivateKey, Sm2PublicKey
+
 log = logging.getLogger(__name__)
 
-_PublicKeyImpl: TypeAlias = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
-_PrivateKeyImpl: TypeAlias = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+_PublicKeyImpl: TypeAlias = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | Sm2PublicKey
+_PrivateKeyImpl: TypeAlias = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | Sm2PrivateKey
 
 
 class Suite(enum.Enum):
@@ -31,6 +34,8 @@ class Suite(enum.Enum):
 
     ED25519 = "ed25519"
     ECDSA_P256_SHA256 = "ecdsa-p256-sha256"
+    # SM2 (GB/T 32918.2) with SM3, signer identity 1234567812345678: gateway/crypto/sm2.py.
+    SM2_SM3 = "sm2-sm3"
 
     @property
     def proto(self) -> int:
@@ -48,7 +53,7 @@ class Suite(enum.Enum):
 
 # Spelled out rather than imported from gateway.pb so that crypto does not depend on the
 # generated code; test_crypto checks these against envelope_pb2.
-_SUITE_TO_PROTO: dict[Suite, int] = {Suite.ED25519: 1, Suite.ECDSA_P256_SHA256: 2}
+_SUITE_TO_PROTO: dict[Suite, int] = {Suite.ED25519: 1, Suite.ECDSA_P256_SHA256: 2, Suite.SM2_SM3: 3}
 _PROTO_TO_SUITE: dict[int, Suite] = {v: k for k, v in _SUITE_TO_PROTO.items()}
 
 
@@ -68,7 +73,11 @@ def _suite_of_public(key: object) -> Suite:
         return Suite.ED25519
     if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
         return Suite.ECDSA_P256_SHA256
-    raise ValueError(f"unsupported public key type {type(key).__name__}: expected Ed25519 or ECDSA P-256")
+    if isinstance(key, Sm2PublicKey):
+        return Suite.SM2_SM3
+    raise ValueError(
+        f"unsupported public key type {type(key).__name__}: expected Ed25519, ECDSA P-256 or SM2"
+    )
 
 
 def _suite_of_private(key: object) -> Suite:
@@ -76,7 +85,11 @@ def _suite_of_private(key: object) -> Suite:
         return Suite.ED25519
     if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
         return Suite.ECDSA_P256_SHA256
-    raise ValueError(f"unsupported private key type {type(key).__name__}: expected Ed25519 or ECDSA P-256")
+    if isinstance(key, Sm2PrivateKey):
+        return Suite.SM2_SM3
+    raise ValueError(
+        f"unsupported private key type {type(key).__name__}: expected Ed25519, ECDSA P-256 or SM2"
+    )
 
 
 def _as_bytes(pem: bytes | str) -> bytes:
@@ -98,11 +111,19 @@ class PublicKey:
     @classmethod
     def from_pem(cls, pem: bytes | str, suite: Suite) -> PublicKey:
         """Load a SubjectPublicKeyInfo PEM; ValueError if it is unreadable or not ``suite``."""
+        data = _as_bytes(pem)
+        key: object
         try:
-            key = serialization.load_pem_public_key(_as_bytes(pem))
-        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            key = serialization.load_pem_public_key(data)
+        except UnsupportedAlgorithm as exc:
+            # cryptography knows no SM2 curve: try the SM2 loader before giving up.
+            try:
+                key = Sm2PublicKey.from_pem(data)
+            except ValueError:
+                raise ValueError(f"not a readable public key PEM: {exc}") from None
+        except (ValueError, TypeError) as exc:
             raise ValueError(f"not a readable public key PEM: {exc}") from None
-        if not isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey):
+        if not isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | Sm2PublicKey):
             raise ValueError(f"unsupported public key type {type(key).__name__}")
         return cls(key, suite=suite)
 
@@ -114,12 +135,19 @@ class PublicKey:
         except ValueError as exc:
             raise ValueError(f"not an Ed25519 public key: {exc}") from None
 
+    @classmethod
+    def from_sm2_point(cls, point: bytes) -> PublicKey:
+        """An SM2 key from its 65-byte uncompressed point (as GM/T test vectors give it)."""
+        return cls(Sm2PublicKey.from_point(point))
+
     def verify(self, data: bytes, signature: bytes) -> bool:
         """True only for a valid signature over ``data``; never raises on bad input.
 
-        No lock here: cryptography releases the GIL during verification, so threads
-        verify in parallel.
+        No lock here: cryptography and tongsuopy release the GIL during verification,
+        so threads verify in parallel. SM2 accepts only canonical DER (gateway.crypto.sm2).
         """
+        if isinstance(self._key, Sm2PublicKey):
+            return self._key.verify(data, signature)
         try:
             if isinstance(self._key, ed25519.Ed25519PublicKey):
                 self._key.verify(signature, data)
@@ -131,12 +159,16 @@ class PublicKey:
         return True
 
     def der(self) -> bytes:
+        if isinstance(self._key, Sm2PublicKey):
+            return self._key.der()
         return self._key.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 
     def raw(self) -> bytes:
-        """Ed25519: the 32-byte key of RFC 8032. ECDSA: the uncompressed point (65 bytes)."""
+        """Ed25519: the 32-byte key of RFC 8032. ECDSA, SM2: the uncompressed point (65 bytes)."""
+        if isinstance(self._key, Sm2PublicKey):
+            return self._key.point()
         if isinstance(self._key, ed25519.Ed25519PublicKey):
             return self._key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return self._key.public_bytes(
@@ -144,6 +176,8 @@ class PublicKey:
         )
 
     def pem(self) -> str:
+        if isinstance(self._key, Sm2PublicKey):
+            return self._key.pem()
         return self._key.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ).decode("ascii")
@@ -177,6 +211,8 @@ class PrivateKey:
         key: _PrivateKeyImpl
         if suite is Suite.ED25519:
             key = ed25519.Ed25519PrivateKey.generate()
+        elif suite is Suite.SM2_SM3:
+            key = Sm2PrivateKey.generate()
         else:
             key = ec.generate_private_key(ec.SECP256R1())
         return cls(key, keyid=keyid)
@@ -184,11 +220,19 @@ class PrivateKey:
     @classmethod
     def from_pem(cls, pem: bytes | str, keyid: str) -> PrivateKey:
         """Load an unencrypted PKCS#8 PEM; the suite follows from the key type."""
+        data = _as_bytes(pem)
+        key: object
         try:
-            key = serialization.load_pem_private_key(_as_bytes(pem), password=None)
-        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            key = serialization.load_pem_private_key(data, password=None)
+        except UnsupportedAlgorithm as exc:
+            # cryptography knows no SM2 curve: try the SM2 loader before giving up.
+            try:
+                key = Sm2PrivateKey.from_pem(data)
+            except ValueError:
+                raise ValueError(f"not a readable unencrypted private key PEM: {exc}") from None
+        except (ValueError, TypeError) as exc:
             raise ValueError(f"not a readable unencrypted private key PEM: {exc}") from None
-        if not isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
+        if not isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | Sm2PrivateKey):
             raise ValueError(f"unsupported private key type {type(key).__name__}")
         return cls(key, keyid=keyid)
 
@@ -200,8 +244,16 @@ class PrivateKey:
         except ValueError as exc:
             raise ValueError(f"not an Ed25519 secret key: {exc}") from None
 
+    @classmethod
+    def from_raw_sm2(cls, d: bytes, keyid: str) -> PrivateKey:
+        """An SM2 key from its 32-byte secret scalar (as GM/T test vectors give it)."""
+        return cls(Sm2PrivateKey.from_scalar(d), keyid=keyid)
+
     def sign(self, data: bytes) -> bytes:
-        """Ed25519: the 64-byte signature. ECDSA P-256: a DER signature over SHA-256(data)."""
+        """Ed25519: the 64-byte signature. ECDSA P-256: a DER signature over SHA-256(data).
+        SM2: a DER signature over SM3(Z || data), Z with the fixed signer identity."""
+        if isinstance(self._key, Sm2PrivateKey):
+            return self._key.sign(data)
         if isinstance(self._key, ed25519.Ed25519PrivateKey):
             return self._key.sign(data)
         return self._key.sign(data, ec.ECDSA(hashes.SHA256()))
@@ -212,6 +264,8 @@ class PrivateKey:
     def pem(self) -> bytes:
         """Unencrypted PKCS#8. Protection is the file mode (see ``save``), not a passphrase,
         because the gateway and adapters start unattended."""
+        if isinstance(self._key, Sm2PrivateKey):
+            return self._key.pem()
         return self._key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,

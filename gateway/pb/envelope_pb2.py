@@ -26,17 +26,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15mrx/v1/envelope.proto\x12\x06mrx.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"N\n\tSignature\x12\r\n\x05keyid\x18\x01 \x01(\t\x12\x0b\n\x03sig\x18\x02 \x01(\x0c\x12%\n\x05suite\x18\x03 \x01(\x0e\x32\x16.mrx.v1.SignatureSuite\"X\n\x08\x45nvelope\x12\x14\n\x0cpayload_type\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12%\n\nsignatures\x18\x03 \x03(\x0b\x32\x11.mrx.v1.Signature\"\xea\x01\n\x07Receipt\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x17\n\x0f\x65nvelope_sha256\x18\x03 \x01(\x0c\x12 \n\x07outcome\x18\x04 \x01(\x0e\x32\x0f.mrx.v1.Outcome\x12\x11\n\tlog_index\x18\x05 \x01(\x04\x12/\n\x0breceived_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrecord_key\x18\x07 \x01(\t\x12\x16\n\x0erecord_version\x18\x08 \x01(\x04\x12\x10\n\x08warnings\x18\t \x03(\t*u\n\x0eSignatureSuite\x12\x1f\n\x1bSIGNATURE_SUITE_UNSPECIFIED\x10\x00\x12\x1b\n\x17SIGNATURE_SUITE_ED25519\x10\x01\x12%\n!SIGNATURE_SUITE_ECDSA_P256_SHA256\x10\x02*M\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n\x10OUTCOME_ACCEPTED\x10\x01\x12\x13\n\x0fOUTCOME_REFUSED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15mrx/v1/envelope.proto\x12\x06mrx.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"N\n\tSignature\x12\r\n\x05keyid\x18\x01 \x01(\t\x12\x0b\n\x03sig\x18\x02 \x01(\x0c\x12%\n\x05suite\x18\x03 \x01(\x0e\x32\x16.mrx.v1.SignatureSuite\"X\n\x08\x45nvelope\x12\x14\n\x0cpayload_type\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12%\n\nsignatures\x18\x03 \x03(\x0b\x32\x11.mrx.v1.Signature\"\xea\x01\n\x07Receipt\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x17\n\x0f\x65nvelope_sha256\x18\x03 \x01(\x0c\x12 \n\x07outcome\x18\x04 \x01(\x0e\x32\x0f.mrx.v1.Outcome\x12\x11\n\tlog_index\x18\x05 \x01(\x04\x12/\n\x0breceived_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrecord_key\x18\x07 \x01(\t\x12\x16\n\x0erecord_version\x18\x08 \x01(\x04\x12\x10\n\x08warnings\x18\t \x03(\t*\x92\x01\n\x0eSignatureSuite\x12\x1f\n\x1bSIGNATURE_SUITE_UNSPECIFIED\x10\x00\x12\x1b\n\x17SIGNATURE_SUITE_ED25519\x10\x01\x12%\n!SIGNATURE_SUITE_ECDSA_P256_SHA256\x10\x02\x12\x1b\n\x17SIGNATURE_SUITE_SM2_SM3\x10\x03*M\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n\x10OUTCOME_ACCEPTED\x10\x01\x12\x13\n\x0fOUTCOME_REFUSED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gateway.pb.envelope_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SIGNATURESUITE']._serialized_start=473
-  _globals['_SIGNATURESUITE']._serialized_end=590
-  _globals['_OUTCOME']._serialized_start=592
-  _globals['_OUTCOME']._serialized_end=669
+  _globals['_SIGNATURESUITE']._serialized_start=474
+  _globals['_SIGNATURESUITE']._serialized_end=620
+  _globals['_OUTCOME']._serialized_start=622
+  _globals['_OUTCOME']._serialized_end=699
   _globals['_SIGNATURE']._serialized_start=66
   _globals['_SIGNATURE']._serialized_end=144
   _globals['_ENVELOPE']._serialized_start=146

@@ -41,11 +41,14 @@ class _SignatureSuiteEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Signat
     """ECDSA over P-256 with SHA-256, DER-encoded signature (as produced by HSMs, Java's
     SHA256withECDSA and Go's ecdsa.SignASN1).
     """
+    SIGNATURE_SUITE_SM2_SM3: _SignatureSuite.ValueType  # 3
+    """SM2 (GB/T 32918.2) with SM3 (GB/T 32905) over the SM2 recommended curve, signer
+    identity (distinguishing identifier) "1234567812345678"; DER SEQUENCE { r, s } as
+    GM/T 0009 specifies. docs/signing.md section 11.
+    """
 
 class SignatureSuite(_SignatureSuite, metaclass=_SignatureSuiteEnumTypeWrapper):
-    """Signature suites. The list is open: SM2/SM3 (GB/T 32918, GB/T 32905) can be added
-    without changing the envelope.
-    """
+    """Signature suites. The list is open: a suite is added without changing the envelope."""
 
 SIGNATURE_SUITE_UNSPECIFIED: SignatureSuite.ValueType  # 0
 SIGNATURE_SUITE_ED25519: SignatureSuite.ValueType  # 1
@@ -53,6 +56,11 @@ SIGNATURE_SUITE_ED25519: SignatureSuite.ValueType  # 1
 SIGNATURE_SUITE_ECDSA_P256_SHA256: SignatureSuite.ValueType  # 2
 """ECDSA over P-256 with SHA-256, DER-encoded signature (as produced by HSMs, Java's
 SHA256withECDSA and Go's ecdsa.SignASN1).
+"""
+SIGNATURE_SUITE_SM2_SM3: SignatureSuite.ValueType  # 3
+"""SM2 (GB/T 32918.2) with SM3 (GB/T 32905) over the SM2 recommended curve, signer
+identity (distinguishing identifier) "1234567812345678"; DER SEQUENCE { r, s } as
+GM/T 0009 specifies. docs/signing.md section 11.
 """
 Global___SignatureSuite: _TypeAlias = SignatureSuite  # noqa: Y015
 

@@ -27,6 +27,10 @@ DEMO_VALIDITY = timedelta(days=365)
 # in a participant code, so it never collides with one.
 DEMO_ECDSA_OWNER = "CN-GD"
 DEMO_ECDSA_ENTRY = "CN-GD#ecdsa"
+# The demo participant whose only key is SM2 (suite sm2-sm3): Tianjin, whose work plan
+# names commercial-cryptography product certification among its priorities. It has no
+# Ed25519 key, as a province signing in an SM2 hardware module would not.
+DEMO_SM2_OWNER = "CN-TJ"
 
 
 def _file_stem(keyid: str) -> str:
@@ -280,13 +284,13 @@ def write_demo_federation(*, template_dir: Path, dest: Path, now: datetime) -> d
 
     Copies [federation], [[alliances]], [[participants]] and [[agreements]] from the
     federation in ``template_dir`` (which must load; its keys are not copied), gives
-    every participant a fresh Ed25519 key valid from now - 1 day to now + 1 year, and
-    CN-GD also an ECDSA P-256 key so that both suites are exercised. Public keys go to
-    ``dest/public``, private keys (0600) to ``dest/private``.
+    every participant a fresh key valid from now - 1 day to now + 1 year: Ed25519, except
+    CN-TJ's, which is SM2 (sm2-sm3), and CN-GD also an ECDSA P-256 key, so that every
+    suite is exercised. Public keys go to ``dest/public``, private keys (0600) to
+    ``dest/private``.
 
-    Returns {participant code: its Ed25519 private key path}, plus the entry
-    ``"CN-GD#ecdsa"`` for CN-GD's ECDSA key. The key ids are ``<code>/demo`` and
-    ``CN-GD/demo-p256``.
+    Returns {participant code: its private key path}, plus the entry ``"CN-GD#ecdsa"``
+    for CN-GD's ECDSA key. The key ids are ``<code>/demo`` and ``CN-GD/demo-p256``.
     """
     template_dir = Path(template_dir)
     dest = Path(dest)
@@ -314,7 +318,7 @@ def write_demo_federation(*, template_dir: Path, dest: Path, now: datetime) -> d
     ]
     codes = list(template.participants)
 
-    wanted = [(code, Suite.ED25519, code) for code in codes]
+    wanted = [(code, Suite.SM2_SM3 if code == DEMO_SM2_OWNER else Suite.ED25519, code) for code in codes]
     if DEMO_ECDSA_OWNER in codes:
         wanted.append((DEMO_ECDSA_OWNER, Suite.ECDSA_P256_SHA256, DEMO_ECDSA_ENTRY))
     result: dict[str, Path] = {}

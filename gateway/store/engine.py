@@ -5,7 +5,7 @@ A receipt means "durably committed", so:
   and survives power loss (NORMAL, the usual WAL pairing, may lose the last commits).
 - PostgreSQL keeps its default synchronous_commit=on; we refuse to start if an operator
   turned it off, because every receipt would then be a promise the store cannot keep.
-The writer engine starts SQLite transactions with BEGIN IMMEDIATE so the sequencer
+The writer engine starts SQLite transactions with BEGIN IMMEDIATE so the writer
 takes the write lock up front instead of failing on upgrade; readers use deferred
 transactions and never block the writer in WAL mode.
 """

@@ -2,7 +2,7 @@
 
 Certificates have their own table (it backs GetCertificate and QueryCertificates);
 every other kind shares ``records``. Both are keyed by the record key for the
-sequencer's stateful checks.
+writer's stateful checks.
 """
 
 from __future__ import annotations

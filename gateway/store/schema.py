@@ -25,7 +25,7 @@ SCHEMA_VERSION = 1
 metadata = MetaData()
 
 # The exchange log: one row per attempt that passed signature verification, accepted
-# or refused. log_index is dense and allocated by the sequencer under a lock, so
+# or refused. log_index is dense and allocated by the writer under a lock, so
 # several replicas on one PostgreSQL still write one linear log.
 exchanges = Table(
     "exchanges",

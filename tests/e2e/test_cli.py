@@ -60,6 +60,8 @@ def test_demo_runs_and_shows_every_refusal() -> None:
         "FAILED_PRECONDITION STALE_MESSAGE",
         "INVALID_ARGUMENT INVALID_FIELDS",
         "issuer signature (CN-JS/demo, ed25519): verified",
+        "issuer signature (CN-TJ/demo, sm2-sm3): verified",
+        "CN-TJ 天津市市场监督管理委员会",
         "Demo finished",
     ):
         assert expected in out, f"{expected!r} missing from demo output:\n{out}"

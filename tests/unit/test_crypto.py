@@ -29,7 +29,8 @@ RFC8032_SIG_EMPTY = bytes.fromhex(
     "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
 )
 
-BOTH = [Suite.ED25519, Suite.ECDSA_P256_SHA256]
+# Every suite: the generic tests below run for SM2 too (tests/unit/test_sm2.py has the rest).
+BOTH = list(Suite)
 
 
 def test_pae_dsse_spec_example() -> None:
@@ -47,9 +48,10 @@ def test_pae_lengths_are_bytes_not_characters() -> None:
 def test_suite_proto_numbers_match_the_contract() -> None:
     assert Suite.ED25519.proto == envelope_pb2.SIGNATURE_SUITE_ED25519
     assert Suite.ECDSA_P256_SHA256.proto == envelope_pb2.SIGNATURE_SUITE_ECDSA_P256_SHA256
+    assert Suite.SM2_SM3.proto == envelope_pb2.SIGNATURE_SUITE_SM2_SM3
     for suite in Suite:
         assert Suite.from_proto(suite.proto) is suite
-    for bad in (envelope_pb2.SIGNATURE_SUITE_UNSPECIFIED, 3, -1):
+    for bad in (envelope_pb2.SIGNATURE_SUITE_UNSPECIFIED, 4, -1):
         with pytest.raises(ValueError):
             Suite.from_proto(bad)
     assert Suite("ecdsa-p256-sha256") is Suite.ECDSA_P256_SHA256

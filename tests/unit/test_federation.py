@@ -469,7 +469,11 @@ def test_write_demo_federation(tmp_path: Path) -> None:
         assert record.not_after == datetime(2027, 11, 1, 8, tzinfo=UTC)
     assert signers["CN-GD"].suite is Suite.ED25519
     assert signers[DEMO_ECDSA_ENTRY].suite is Suite.ECDSA_P256_SHA256
-    assert {k.suite for k in fed.keys_of("CN-GD")} == set(Suite)
+    assert {k.suite for k in fed.keys_of("CN-GD")} == {Suite.ED25519, Suite.ECDSA_P256_SHA256}
+    # CN-TJ signs with SM2 only, as a province with an SM2 hardware module would.
+    assert signers["CN-TJ"].suite is Suite.SM2_SM3
+    assert [k.suite for k in fed.keys_of("CN-TJ")] == [Suite.SM2_SM3]
+    assert {k.suite for k in fed.keys.values()} == set(Suite)
     # Demo keys are fresh each time.
     again = write_demo_federation(template_dir=KEYS, dest=tmp_path / "demo2", now=now)
     assert again["CN-SH"].read_bytes() != paths["CN-SH"].read_bytes()

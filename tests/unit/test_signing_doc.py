@@ -149,3 +149,76 @@ def test_go_snippet_verifies(tmp_path: Path) -> None:
         env={**os.environ, **env},
     )
     assert ok.returncode == 0 and "signature OK" in ok.stdout, ok.stderr
+
+
+# --- section 11: SM2 with SM3 ----------------------------------------------------------------
+
+GMT_SECRET = bytes.fromhex("3945208f7b2144b13f36e38ac6d39f95889393692860b51a42fb81ef4df7c5b8")
+
+
+def test_sm2_example_in_doc_is_the_gmt_0003_key_and_verifies() -> None:
+    from gateway.crypto import PrivateKey, sm2
+
+    key = PrivateKey.from_raw_sm2(GMT_SECRET, "CN-TJ/gmt0003-example").public_key()
+    assert hex_block("sm2-public-key") == key.raw()
+    assert PublicKey.from_pem(blocks()["sm2-public-key-pem"], Suite.SM2_SM3) == key
+    assert hex_block("sm2-z") == sm2.z_value(key.raw())
+
+    payload = hex_block("sm2-payload")
+    signed = pae(SUBMISSION_PAYLOAD_TYPE, payload)
+    assert hex_block("sm2-pae") == signed
+    assert hex_block("sm2-e") == sm2.message_digest(key.raw(), signed)
+    sig = hex_block("sm2-signature")
+    r, s = sm2.decode_signature(sig)
+    assert (r.to_bytes(32, "big"), s.to_bytes(32, "big")) == (hex_block("sm2-r"), hex_block("sm2-s"))
+    assert key.verify(signed, sig)  # the gateway's implementation (tongsuopy) ...
+    assert generator.sm2_reference.verify(key.raw(), signed, r, s)  # ... and the textbook one
+    assert not key.verify(signed[:-1] + b"\x00", sig)
+
+    envelope = envelope_pb2.Envelope.FromString(hex_block("sm2-envelope"))
+    assert envelope.payload == payload and envelope.signatures[0].sig == sig
+    assert envelope.signatures[0].suite == Suite.SM2_SM3.proto == 3
+    assert envelope.signatures[0].keyid == "CN-TJ/gmt0003-example"
+    assert verify_envelope_signature(envelope, key)
+    assert sha256(hex_block("sm2-envelope")) == hex_block("sm2-envelope-sha256")
+
+    submission = records_pb2.Submission.FromString(payload)
+    assert (submission.header.message_id, submission.header.sender) == ("demo-0002", "CN-TJ")
+    cert = submission.certificate_status
+    assert (cert.issuer, cert.certificate_number) == ("CN-TJ", "2024010902000456")
+    code = cert.holder.credit_code
+    assert code.startswith("91120116") and code[17] == generator.uscc_check(code[:17])
+    assert code[16] == generator.org_code_check(code[8:16])
+
+
+@pytest.mark.skipif(
+    shutil.which("openssl") is None or shutil.which("xxd") is None, reason="needs openssl and xxd"
+)
+def test_openssl_snippet_verifies_the_sm2_example(tmp_path: Path) -> None:
+    (tmp_path / "verify-sm2.sh").write_text(_snippet("openssl"))
+    (tmp_path / "pub.pem").write_text(blocks()["sm2-public-key-pem"] + "\n")
+    pae_hex, sig_hex = ("".join(blocks()[name].split()) for name in ("sm2-pae", "sm2-signature"))
+    ok = subprocess.run(
+        ["sh", "verify-sm2.sh", pae_hex, sig_hex, "pub.pem"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert ok.returncode == 0 and "Signature Verified Successfully" in ok.stdout, ok.stdout + ok.stderr
+    tampered = sig_hex[:-2] + ("00" if sig_hex[-2:] != "00" else "01")
+    bad = subprocess.run(
+        ["sh", "verify-sm2.sh", pae_hex, tampered, "pub.pem"], cwd=tmp_path, capture_output=True
+    )
+    assert bad.returncode != 0
+
+
+def test_sm2_curve_in_doc_is_the_one_the_gateway_uses() -> None:
+    from gateway.crypto import sm2
+
+    body = re.search(r"<!-- sm2-curve -->\n```text\n(.*?)\n```", doc_text(), re.DOTALL)
+    assert body is not None
+    values = dict(line.replace(" ", "").split("=") for line in body.group(1).splitlines())
+    expected = {"p": sm2.P, "a": sm2.A, "b": sm2.B, "n": sm2.N, "xG": sm2.GX, "yG": sm2.GY}
+    assert {k: int(v, 16) for k, v in values.items()} == expected
+    # G is on the curve and has order n (n*G is the point at infinity; (n-1)*G is -G).
+    assert (sm2.GY**2 - sm2.GX**3 - sm2.A * sm2.GX - sm2.B) % sm2.P == 0
+    minus_g = generator.sm2_reference.public_point(sm2.N - 1)
+    assert int.from_bytes(minus_g[1:33], "big") == sm2.GX
+    assert int.from_bytes(minus_g[33:], "big") == sm2.P - sm2.GY
