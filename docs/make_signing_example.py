@@ -12,6 +12,7 @@ silently wrong.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from datetime import UTC, datetime
@@ -26,8 +27,9 @@ from google.protobuf import text_format  # noqa: E402
 from google.protobuf.timestamp_pb2 import Timestamp  # noqa: E402
 
 from gateway.crypto.dsse import SUBMISSION_PAYLOAD_TYPE, sha256, sign_envelope  # noqa: E402
+from gateway.crypto.reads import MD_SIGNATURE, read_signing_input, sign_read  # noqa: E402
 from gateway.crypto.suites import PrivateKey, PublicKey, pae  # noqa: E402
-from gateway.pb import envelope_pb2, records_pb2  # noqa: E402
+from gateway.pb import envelope_pb2, exchange_pb2, records_pb2  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "docs"))
 import sm2_reference  # noqa: E402
@@ -177,6 +179,44 @@ def build_example() -> dict[str, bytes]:
     }
 
 
+READ_METHOD = "/mrx.v1.ExchangeService/GetCertificate"
+READ_SIGNED_AT = "2026-11-23T08:00:00Z"
+READ_NONCE = "3f1c0a9e5b7d42c8a6e1f0b2d4c6e8a0"
+
+
+def example_read_request() -> bytes:
+    """GetCertificateRequest{scheme: CCC, certificate_number: "2026011001080001"} as sent."""
+    request = exchange_pb2.GetCertificateRequest(
+        scheme=records_pb2.CERTIFICATE_SCHEME_CCC, certificate_number="2026011001080001"
+    )
+    return request.SerializeToString()
+
+
+def build_read_example() -> dict[str, bytes]:
+    """Every byte string of the signed-read example (section 12)."""
+    signer = PrivateKey.from_raw_ed25519(RFC8032_SECRET, EXAMPLE_KEYID)
+    body = example_read_request()
+    signed = read_signing_input(READ_METHOD, READ_SIGNED_AT, READ_NONCE, body)
+    metadata = dict(
+        sign_read(
+            signer=signer,
+            principal="CN-JS",
+            method=READ_METHOD,
+            request=body,
+            now=datetime.fromisoformat(READ_SIGNED_AT.replace("Z", "+00:00")),
+            nonce=READ_NONCE,
+        )
+    )
+    signature = metadata[MD_SIGNATURE]
+    assert isinstance(signature, bytes)
+    return {
+        "read-request": body,
+        "read-request-sha256": sha256(body),
+        "read-pae": signed,
+        "read-signature": signature,
+    }
+
+
 def _hex_lines(data: bytes, width: int = 32) -> str:
     return "\n".join(data[i : i + width].hex() for i in range(0, len(data), width))
 
@@ -194,6 +234,10 @@ def render_blocks() -> dict[str, str]:
     blocks.update({name: _hex_lines(value) for name, value in sm2_figures.items()})
     blocks["sm2-public-key-pem"] = PublicKey.from_sm2_point(sm2_figures["sm2-public-key"]).pem().rstrip()
     blocks["sm2-payload-text"] = text_format.MessageToString(sm2_example_submission(), as_utf8=True).rstrip()
+    read = build_read_example()
+    blocks.update({name: _hex_lines(value) for name, value in read.items()})
+    body = f"{READ_METHOD}\n{READ_SIGNED_AT}\n{READ_NONCE}\n"
+    blocks["read-body-head"] = json.dumps(body)
     return blocks
 
 

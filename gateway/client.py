@@ -326,7 +326,7 @@ class GatewayClient:
         return datetime.now(UTC)
 
     def signed_read(self, service: str, name: str, request: Any) -> Any:
-        """A signed read: this client's sender is the reader (docs/signing.md section 10)."""
+        """A signed read: this client's sender is the reader (docs/signing.md section 12)."""
         if self.signer is None or self.sender is None:
             raise ValueError("reads are signed: this client needs a sender and signer")
         metadata = sign_read(

@@ -1,4 +1,4 @@
-"""Signed reads: the metadata a reader attaches to one call (docs/signing.md section 10).
+"""Signed reads: the metadata a reader attaches to one call (docs/signing.md section 12).
 
 A read carries five metadata entries: the principal, its key id, the time of signing, a
 nonce, and a signature over

@@ -28,10 +28,10 @@ if _version_not_supported:
 
 class AuditServiceStub:
     """Reads of the audit service are authenticated by signature: every call carries
-    metadata x-mrx-principal, x-mrx-keyid, x-mrx-signed-at (RFC 3339 UTC) and
-    x-mrx-signature-bin, a signature by the principal's federation key over
-    PAE("application/vnd.mrx.read-request.v1", "<full method>\n<signed-at>\n" || SHA-256 of
-    the deterministic serialization of the request). A secretariat sees the exchanges
+    metadata x-mrx-principal, x-mrx-keyid, x-mrx-signed-at (RFC 3339 UTC), x-mrx-nonce
+    and x-mrx-signature-bin, a signature by the principal's federation key over
+    PAE("application/vnd.mrx.read-request.v2", "<full method>\n<signed-at>\n<nonce>\n" ||
+    SHA-256 of the request bytes exactly as sent); docs/signing.md section 12. A secretariat sees the exchanges
     in which a member of its alliance is the sender or the subject's issuer; a province
     sees those in which it is the sender or the issuer; the gateway principal sees all.
     """
@@ -71,10 +71,10 @@ class AuditServiceStub:
 
 class AuditServiceServicer:
     """Reads of the audit service are authenticated by signature: every call carries
-    metadata x-mrx-principal, x-mrx-keyid, x-mrx-signed-at (RFC 3339 UTC) and
-    x-mrx-signature-bin, a signature by the principal's federation key over
-    PAE("application/vnd.mrx.read-request.v1", "<full method>\n<signed-at>\n" || SHA-256 of
-    the deterministic serialization of the request). A secretariat sees the exchanges
+    metadata x-mrx-principal, x-mrx-keyid, x-mrx-signed-at (RFC 3339 UTC), x-mrx-nonce
+    and x-mrx-signature-bin, a signature by the principal's federation key over
+    PAE("application/vnd.mrx.read-request.v2", "<full method>\n<signed-at>\n<nonce>\n" ||
+    SHA-256 of the request bytes exactly as sent); docs/signing.md section 12. A secretariat sees the exchanges
     in which a member of its alliance is the sender or the subject's issuer; a province
     sees those in which it is the sender or the issuer; the gateway principal sees all.
     """
@@ -161,10 +161,10 @@ def add_AuditServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class AuditService:
     """Reads of the audit service are authenticated by signature: every call carries
-    metadata x-mrx-principal, x-mrx-keyid, x-mrx-signed-at (RFC 3339 UTC) and
-    x-mrx-signature-bin, a signature by the principal's federation key over
-    PAE("application/vnd.mrx.read-request.v1", "<full method>\n<signed-at>\n" || SHA-256 of
-    the deterministic serialization of the request). A secretariat sees the exchanges
+    metadata x-mrx-principal, x-mrx-keyid, x-mrx-signed-at (RFC 3339 UTC), x-mrx-nonce
+    and x-mrx-signature-bin, a signature by the principal's federation key over
+    PAE("application/vnd.mrx.read-request.v2", "<full method>\n<signed-at>\n<nonce>\n" ||
+    SHA-256 of the request bytes exactly as sent); docs/signing.md section 12. A secretariat sees the exchanges
     in which a member of its alliance is the sender or the subject's issuer; a province
     sees those in which it is the sender or the issuer; the gateway principal sees all.
     """

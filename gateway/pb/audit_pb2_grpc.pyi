@@ -32,10 +32,10 @@ GRPC_VERSION: str
 
 class AuditServiceStub:
     """Reads of the audit service are authenticated by signature: every call carries
-    metadata x-mrx-principal, x-mrx-keyid, x-mrx-signed-at (RFC 3339 UTC) and
-    x-mrx-signature-bin, a signature by the principal's federation key over
-    PAE("application/vnd.mrx.read-request.v1", "<full method>\\n<signed-at>\\n" || SHA-256 of
-    the deterministic serialization of the request). A secretariat sees the exchanges
+    metadata x-mrx-principal, x-mrx-keyid, x-mrx-signed-at (RFC 3339 UTC), x-mrx-nonce
+    and x-mrx-signature-bin, a signature by the principal's federation key over
+    PAE("application/vnd.mrx.read-request.v2", "<full method>\\n<signed-at>\\n<nonce>\\n" ||
+    SHA-256 of the request bytes exactly as sent); docs/signing.md section 12. A secretariat sees the exchanges
     in which a member of its alliance is the sender or the subject's issuer; a province
     sees those in which it is the sender or the issuer; the gateway principal sees all.
     """
@@ -71,10 +71,10 @@ class AuditServiceStub:
 @_typing.type_check_only
 class AuditServiceAsyncStub(AuditServiceStub):
     """Reads of the audit service are authenticated by signature: every call carries
-    metadata x-mrx-principal, x-mrx-keyid, x-mrx-signed-at (RFC 3339 UTC) and
-    x-mrx-signature-bin, a signature by the principal's federation key over
-    PAE("application/vnd.mrx.read-request.v1", "<full method>\\n<signed-at>\\n" || SHA-256 of
-    the deterministic serialization of the request). A secretariat sees the exchanges
+    metadata x-mrx-principal, x-mrx-keyid, x-mrx-signed-at (RFC 3339 UTC), x-mrx-nonce
+    and x-mrx-signature-bin, a signature by the principal's federation key over
+    PAE("application/vnd.mrx.read-request.v2", "<full method>\\n<signed-at>\\n<nonce>\\n" ||
+    SHA-256 of the request bytes exactly as sent); docs/signing.md section 12. A secretariat sees the exchanges
     in which a member of its alliance is the sender or the subject's issuer; a province
     sees those in which it is the sender or the issuer; the gateway principal sees all.
     """
@@ -106,10 +106,10 @@ class AuditServiceAsyncStub(AuditServiceStub):
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
     """Reads of the audit service are authenticated by signature: every call carries
-    metadata x-mrx-principal, x-mrx-keyid, x-mrx-signed-at (RFC 3339 UTC) and
-    x-mrx-signature-bin, a signature by the principal's federation key over
-    PAE("application/vnd.mrx.read-request.v1", "<full method>\\n<signed-at>\\n" || SHA-256 of
-    the deterministic serialization of the request). A secretariat sees the exchanges
+    metadata x-mrx-principal, x-mrx-keyid, x-mrx-signed-at (RFC 3339 UTC), x-mrx-nonce
+    and x-mrx-signature-bin, a signature by the principal's federation key over
+    PAE("application/vnd.mrx.read-request.v2", "<full method>\\n<signed-at>\\n<nonce>\\n" ||
+    SHA-256 of the request bytes exactly as sent); docs/signing.md section 12. A secretariat sees the exchanges
     in which a member of its alliance is the sender or the subject's issuer; a province
     sees those in which it is the sender or the issuer; the gateway principal sees all.
     """

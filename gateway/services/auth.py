@@ -140,7 +140,7 @@ class ReadAuthenticator:
         missing = [k for k in (MD_PRINCIPAL, MD_KEYID, MD_SIGNED_AT, MD_NONCE, MD_SIGNATURE) if k not in md]
         if missing:
             raise Unauthenticated(
-                "reads must be signed (docs/signing.md section 10); missing metadata " + ", ".join(missing),
+                "reads must be signed (docs/signing.md section 12); missing metadata " + ", ".join(missing),
                 reason="MISSING_CREDENTIALS",
             )
         principal, keyid, signed_at, nonce, signature = (
@@ -186,7 +186,7 @@ class ReadAuthenticator:
         ):
             raise Unauthenticated(
                 f"read signature does not verify with key {keyid}: it must cover the exact request "
-                "bytes sent (docs/signing.md section 10)",
+                "bytes sent (docs/signing.md section 12)",
                 reason="BAD_SIGNATURE",
             )
         if not self._nonces.first_use(principal, nonce):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -21,7 +22,7 @@ DOC = REPO / "docs" / "signing.md"
 RFC8032_PUBLIC = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
 
 EXAMPLE = re.compile(r"<!-- example:(?P<name>[a-z0-9-]+) -->\n```text\n(?P<body>.*?)\n```", re.DOTALL)
-SNIPPET = re.compile(r"<!-- snippet:(?P<lang>[a-z]+) -->\n```[a-z]+\n(?P<body>.*?)\n```", re.DOTALL)
+SNIPPET = re.compile(r"<!-- snippet:(?P<lang>[a-z-]+) -->\n```[a-z]+\n(?P<body>.*?)\n```", re.DOTALL)
 
 
 def _load_generator() -> ModuleType:
@@ -222,3 +223,50 @@ def test_sm2_curve_in_doc_is_the_one_the_gateway_uses() -> None:
     minus_g = generator.sm2_reference.public_point(sm2.N - 1)
     assert int.from_bytes(minus_g[1:33], "big") == sm2.GX
     assert int.from_bytes(minus_g[33:], "big") == sm2.P - sm2.GY
+
+
+# --- section 12: signing a read -------------------------------------------------------------
+
+
+def _block(name: str) -> bytes:
+    return bytes.fromhex("".join(_blocks()[name].split()))
+
+
+def _blocks() -> dict[str, str]:
+    return {m["name"]: m["body"] for m in EXAMPLE.finditer(DOC.read_text(encoding="utf-8"))}
+
+
+def test_read_example_is_re_derived_and_verifies_as_the_gateway_checks_it() -> None:
+    from gateway.crypto.reads import READ_REQUEST_PAYLOAD_TYPE, verify_read
+    from gateway.pb import exchange_pb2
+
+    request = _block("read-request")
+    parsed = exchange_pb2.GetCertificateRequest.FromString(request)
+    assert (parsed.scheme, parsed.certificate_number) == (1, "2026011001080001")
+    assert _block("read-request-sha256") == sha256(request)
+    head = "/mrx.v1.ExchangeService/GetCertificate\n2026-11-23T08:00:00Z\n3f1c0a9e5b7d42c8a6e1f0b2d4c6e8a0\n"
+    assert _blocks()["read-body-head"] == json.dumps(head)
+    assert _block("read-pae") == pae(READ_REQUEST_PAYLOAD_TYPE, head.encode() + sha256(request))
+    assert verify_read(
+        PublicKey.from_raw_ed25519(RFC8032_PUBLIC),
+        method="/mrx.v1.ExchangeService/GetCertificate",
+        signed_at="2026-11-23T08:00:00Z",
+        nonce="3f1c0a9e5b7d42c8a6e1f0b2d4c6e8a0",
+        request_bytes=request,
+        signature=_block("read-signature"),
+    )
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node")
+def test_node_read_snippet_makes_the_documented_signature(tmp_path: Path) -> None:
+    (tmp_path / "sign-read.js").write_text(_snippet("node-read"))
+    args = [
+        "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",  # RFC 8032 TEST 1 seed
+        _block("read-request").hex(),
+        "/mrx.v1.ExchangeService/GetCertificate",
+        "2026-11-23T08:00:00Z",
+        "3f1c0a9e5b7d42c8a6e1f0b2d4c6e8a0",
+    ]
+    out = subprocess.run(["node", "sign-read.js", *args], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert bytes.fromhex(out.stdout.strip()) == _block("read-signature")
