@@ -36,7 +36,7 @@ from gateway.pb import recognition_pb2, records_pb2
 from gateway.registry.federation import Federation, load_federation
 from gateway.registry.keygen import DEMO_ECDSA_ENTRY, load_demo_signers, write_demo_federation
 from gateway.server import start_gateway
-from gateway.store.engine import open_engines, resolve_database_url
+from gateway.store.engine import display_url, open_engines, resolve_database_url
 from gateway.store.reads import ReadStore
 
 PUBLISHERS = ("CN-JS", "CN-SH", "CN-ZJ", "CN-BJ", "CN-TJ", "CN-GD")
@@ -75,7 +75,7 @@ def run_demo(*, database: str | None, template: Path, keep: bool, out: TextIO) -
         + ", ".join(f"{a.code} ({'/'.join(a.members)})" for a in federation.alliances.values())
     )
     say(f"  demo keys   {workdir / 'federation'} (fresh, thrown away afterwards)")
-    say(f"  gateway     {target}, store {engines.dialect} {url.split('///')[-1]}")
+    say(f"  gateway     {target}, store {engines.dialect} {display_url(url)}")
     failures: list[str] = []
     try:
         clients = {

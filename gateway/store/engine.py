@@ -51,6 +51,14 @@ def resolve_database_url(explicit: str | None) -> str:
     return url
 
 
+def display_url(url: str) -> str:
+    """The database URL as it may be shown or logged: never its password."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.database or ""
+    return parsed.render_as_string(hide_password=True)
+
+
 @dataclass(frozen=True)
 class Engines:
     url: str
