@@ -9,8 +9,8 @@
 1. Sign and verify rates of each suite through gateway.crypto (the code the gateway runs),
    over the PAE of a real demo submission (~330 bytes): one thread, and verify in two
    threads (the libraries release the GIL, or not, and the gateway verifies in a pool).
-2. Pipeline.verify per envelope per suite: everything the gateway does to an envelope
-   before the sequencer (parse, key lookup, suite check, signature, header, record
+2. Verifier.verify per envelope per suite: everything the gateway does to an envelope
+   before the writer (parse, key lookup, suite check, signature, header, record
    validation), in one thread, on a demo federation where CN-JS signs with Ed25519,
    CN-GD with ECDSA P-256 and CN-TJ with SM2.
 3. ``--e2e``: the gateway in its own process (``python -m gateway.cli serve``, SQLite in
@@ -138,11 +138,11 @@ def primitives(signers: dict[str, PrivateKey], seconds: float) -> list[dict[str,
 
 
 def pipeline_costs(fed_dir: Path, signers: dict[str, PrivateKey], count: int) -> list[dict[str, Any]]:
-    from gateway.pipeline import Pipeline
+    from gateway.ledger.verify import Verifier
 
     federation = load_federation(fed_dir)
-    # verify() never touches the sequencer: it returns the item the sequencer would get.
-    pipeline = Pipeline(federation=federation, sequencer=None, gateway_key=signers["MRX-GW"])  # type: ignore[arg-type]
+    # verify() never touches the writer: it returns the staged value the writer would get.
+    pipeline = Verifier(federation=federation)
     rows = []
     for suite, entry in SIGNER_OF.items():
         envs = envelopes(entry.split("#")[0], signers[entry], count)

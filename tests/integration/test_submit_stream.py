@@ -180,3 +180,16 @@ def test_a_malformed_item_does_not_end_the_stream(bad_at, client_for, certs_of, 
     assert len(outcomes) == 3
     assert outcomes[bad_at].refusal.reason == "MALFORMED_ENVELOPE"
     assert sum(o.receipt is not None for o in outcomes) == 2
+
+
+def test_an_oversized_item_is_refused_as_that_item_and_the_stream_goes_on(client_for, certs_of, make_env):
+    js = client_for("CN-JS")
+    a, big, c = certs_of("CN-JS", 3)
+    oversized = make_env(big, mutate=lambda s: setattr(s.certificate_status, "scope", "x" * 300_000))
+    outcomes = list(js.submit_many([make_env(a), oversized, make_env(c)]))
+    assert [o.sequence for o in outcomes] == [0, 1, 2]
+    assert outcomes[0].receipt is not None and outcomes[2].receipt is not None
+    assert (outcomes[1].refusal.code, outcomes[1].refusal.reason) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "MESSAGE_TOO_LARGE",
+    )
