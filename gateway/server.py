@@ -47,6 +47,7 @@ from gateway.store.checkpoints import CheckpointStore
 from gateway.store.engine import Engines
 from gateway.store.reads import ReadStore
 from gateway.store.record_reads import RecordReads
+from gateway.tls.transport import PLAINTEXT_FLAGS, ServerTls, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,30 @@ class Gateway:
         self._stopped.wait()
 
 
+def _server_tls(address: str, tls: ServerTls | tuple[bytes, bytes] | None) -> ServerTls | None:
+    """The port's TLS; plaintext only on loopback (a signed envelope is not a secret one)."""
+    if isinstance(tls, tuple):
+        tls = ServerTls(cert_chain=tls[0], key=tls[1])
+    if tls is None:
+        if not is_loopback(address):
+            raise ConfigError(
+                f"refusing to serve plaintext on {address}: without TLS the gateway listens only on "
+                f"loopback (127.0.0.0/8, ::1, localhost); {PLAINTEXT_FLAGS}, or listen on 127.0.0.1"
+            )
+        log.warning(
+            "serving PLAINTEXT on %s: no TLS, only this machine can connect; to serve a network, %s",
+            address,
+            PLAINTEXT_FLAGS,
+        )
+    elif not tls.mutual:
+        log.warning(
+            "serving TLS on %s without a client CA: callers present no certificate and are known by "
+            "their signatures alone (add --tls-client-ca for mutual TLS)",
+            address,
+        )
+    return tls
+
+
 def start_gateway(
     *,
     federation: Federation,
@@ -174,19 +199,22 @@ def start_gateway(
     workers: int = 8,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     limits: Limits | None = None,
-    tls: tuple[bytes, bytes] | None = None,
+    tls: ServerTls | tuple[bytes, bytes] | None = None,
     checkpoint_interval: float = 10.0,
     pt_boundaries: PtBoundaries = DEFAULT_PT_BOUNDARIES,
     writer_mode: str = "process",
     writer_options: WriterOptions | None = None,
 ) -> Gateway:
-    """Start serving; ``tls`` is (certificate chain PEM, private key PEM) or None for plaintext.
+    """Start serving; ``tls`` is a ``ServerTls`` (with ``client_ca``: mutual TLS), or the
+    older (certificate chain PEM, private key PEM) pair for server-only TLS, or None for
+    plaintext, which only a loopback ``address`` may use (ConfigError otherwise).
 
     ``workers`` threads run the reads and verify batches and streams; submissions are
     served on the asyncio loop. ``writer_mode`` "process" (the default and production
     setting) runs the writer in its own process; "thread" runs the same loop in a thread.
     """
     check_gateway_key(federation, gateway_key)
+    server_tls = _server_tls(address, tls)
     holder: list[Gateway] = []
 
     def on_death(why: str) -> None:
@@ -252,8 +280,8 @@ def start_gateway(
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        if tls is not None:
-            port = server.add_secure_port(address, grpc.ssl_server_credentials([(tls[1], tls[0])]))
+        if server_tls is not None:
+            port = server.add_secure_port(address, server_tls.credentials())
         else:
             port = server.add_insecure_port(address)
         if port == 0:
@@ -272,7 +300,13 @@ def start_gateway(
         executor.shutdown(wait=False)
         raise
     checkpointer.start()
-    log.info("mrx gateway listening on port %d (%s, writer %s)", port, engines.dialect, writer.mode)
+    log.info(
+        "mrx gateway listening on port %d (%s, writer %s, %s)",
+        port,
+        engines.dialect,
+        writer.mode,
+        server_tls.describe() if server_tls is not None else "plaintext",
+    )
     gateway = Gateway(
         server=server,
         port=port,
