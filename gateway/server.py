@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -166,6 +166,10 @@ class Gateway:
         self._stopped.wait()
 
 
+# A server certificate closer than this to its end is reported at start.
+CERT_RENEWAL_WARNING = timedelta(days=30)
+
+
 def _server_tls(address: str, tls: ServerTls | tuple[bytes, bytes] | None) -> ServerTls | None:
     """The port's TLS; plaintext only on loopback (a signed envelope is not a secret one)."""
     if isinstance(tls, tuple):
@@ -181,7 +185,16 @@ def _server_tls(address: str, tls: ServerTls | tuple[bytes, bytes] | None) -> Se
             address,
             PLAINTEXT_FLAGS,
         )
-    elif not tls.mutual:
+        return None
+    left = tls.leaf.not_valid_after_utc - datetime.now(UTC)
+    if left < CERT_RENEWAL_WARNING:
+        log.warning(
+            "the server certificate expires on %s (in %d days): issue a new one "
+            "(docs/operations.md, 'Mutual TLS', Rotating)",
+            f"{tls.leaf.not_valid_after_utc:%Y-%m-%d}",
+            left.days,
+        )
+    if not tls.mutual:
         log.warning(
             "serving TLS on %s without a client CA: callers present no certificate and are known by "
             "their signatures alone (add --tls-client-ca for mutual TLS)",

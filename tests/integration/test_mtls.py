@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.client import AuditClient, GatewayClient
 from gateway.pb import registry_pb2
-from gateway.server import ConfigError, start_gateway
+from gateway.server import ConfigError, _server_tls, start_gateway
 from gateway.tls import ClientTls, PeerIdentityError, ServerTls, peer_participant
 from gateway.tls.issue import Issued, _leaf, init_ca, issue_client, issue_server
 
@@ -169,6 +169,19 @@ def test_plaintext_on_a_network_address_is_refused_before_anything_starts(
             writer_mode="thread",
         )
     assert "refusing to serve plaintext" in str(info.value)
+
+
+def test_a_server_certificate_near_its_end_is_reported_at_start(
+    pki: dict[str, Issued], caplog: pytest.LogCaptureFixture
+) -> None:
+    soon = issue_server(pki["ca"], hosts=["127.0.0.1"], days=10)
+    with caplog.at_level("WARNING", logger="gateway.server"):
+        assert _server_tls("127.0.0.1:0", ServerTls(cert_chain=soon.cert_pem, key=soon.key_pem)) is not None
+    assert any("server certificate expires" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="gateway.server"):
+        _server_tls("0.0.0.0:7443", ServerTls(cert_chain=pki["server"].cert_pem, key=pki["server"].key_pem))
+    assert [r.getMessage() for r in caplog.records if "expires" in r.getMessage()] == []
 
 
 def test_plaintext_on_loopback_is_served_with_a_warning(
