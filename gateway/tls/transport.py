@@ -307,9 +307,10 @@ def is_loopback(address: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
+# What an operator passes to serve beyond this machine (the server's ConfigError and warning).
 PLAINTEXT_FLAGS = (
-    "pass --tls-cert and --tls-key (and --tls-client-ca to require participant certificates; "
-    "see docs/operations.md, 'Mutual TLS'), or listen on 127.0.0.1"
+    "pass --tls-cert and --tls-key, and --tls-client-ca to require participant certificates "
+    "(tls=ServerTls(...) in Python; docs/operations.md, 'Mutual TLS')"
 )
 
 
