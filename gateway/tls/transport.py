@@ -192,7 +192,7 @@ class ServerTls:
     """
 
     cert_chain: bytes | Path
-    key: bytes | Path
+    key: bytes | Path = field(repr=False)  # never in a log line or a traceback
     client_ca: bytes | Path | None = None
     leaf: x509.Certificate = field(init=False, repr=False, compare=False)
 
@@ -241,7 +241,7 @@ class ClientTls:
 
     ca: bytes | Path | None = None
     cert: bytes | Path | None = None
-    key: bytes | Path | None = None
+    key: bytes | Path | None = field(default=None, repr=False)  # never in a log line or a traceback
     server_name: str | None = None
 
     def __post_init__(self) -> None:

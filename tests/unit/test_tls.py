@@ -137,6 +137,7 @@ def test_server_tls_checks_its_files(ca: Issued, tmp_path: Path) -> None:
     other = issue_server(ca, hosts=["localhost"])
     tls = ServerTls(cert_chain=server.cert_pem, key=server.key_pem, client_ca=ca.cert_pem)
     assert tls.mutual and tls.describe() == "mutual TLS"
+    assert "PRIVATE KEY" not in repr(tls)
     assert isinstance(tls.credentials(), grpc.ServerCredentials)
     assert not ServerTls(cert_chain=server.cert_pem, key=server.key_pem).mutual
     with pytest.raises(TlsConfigError, match="does not belong"):
@@ -161,6 +162,7 @@ def test_client_tls(ca: Issued) -> None:
     client = issue_client(ca, participant="CN-ZJ")
     tls = ClientTls(ca=ca.cert_pem, cert=client.cert_pem, key=client.key_pem)
     assert tls.participant == "CN-ZJ"
+    assert b"PRIVATE KEY" not in repr(tls).encode() and "key=" not in repr(tls)
     assert ClientTls(ca=ca.cert_pem).participant is None
     with pytest.raises(TlsConfigError, match="go together"):
         ClientTls(ca=ca.cert_pem, cert=client.cert_pem)
