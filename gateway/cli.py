@@ -60,6 +60,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             checkpoint_interval=args.checkpoint_interval,
             writer_options=WriterOptions(delay=max(args.commit_delay, 0.0) / 1000),
         )
+
+        def _stop(signum: int, frame: FrameType | None) -> None:
+            print("stopping: draining in-flight submissions", flush=True)
+            gateway.stop(grace=10.0)
+
+        # In place before the address line announces readiness: a SIGTERM right after it drains.
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
         host = args.address.rsplit(":", 1)[0]
         print(
             f"mrx gateway serving on {host}:{gateway.port} ({engines.dialect}, federation "
@@ -67,13 +75,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             f"{gateway.writer.pid}, {tls.describe() if tls else 'plaintext'}); Ctrl-C to stop",
             flush=True,
         )
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        print("stopping: draining in-flight submissions", flush=True)
-        gateway.stop(grace=10.0)
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
     gateway.wait()
     engines.dispose()
     if gateway.failure is not None:

@@ -229,7 +229,8 @@ def test_serve_plaintext_on_loopback_warns_after_the_address_line(
 ) -> None:
     served = _serve(serve, federation_dir, federation_paths, tmp_path)
     assert "plaintext" in served.first_line
-    out = served.stop()
+    out = served.stop()  # at once: the address line means SIGTERM is handled
+    assert served.proc.returncode == 0, out
     assert "WARNING gateway.server: serving PLAINTEXT on 127.0.0.1:0" in out
 
 
