@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import logging.handlers
 import os
 import signal
 import sys
@@ -90,19 +89,23 @@ def _address_line_first() -> Iterator[None]:
     Supervisors and tests read the first line of output for the bound address; what the
     gateway logs while starting follows it, in order, through the usual handlers.
     """
+    held: list[logging.LogRecord] = []
+
+    class Hold(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            held.append(record)
+
     root = logging.getLogger()
     handlers = root.handlers[:]
-    held = logging.handlers.BufferingHandler(capacity=10_000)
-    root.handlers = [held]
+    root.handlers = [Hold()]
     try:
         yield
     finally:
         root.handlers = handlers
-        for record in held.buffer:
-            if record.levelno >= logging.getLogger(record.name).getEffectiveLevel():
-                for handler in handlers:
-                    if record.levelno >= handler.level:
-                        handler.handle(record)
+        for record in held:
+            for handler in handlers:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
 
 
 def _server_tls(args: argparse.Namespace) -> ServerTls | None:

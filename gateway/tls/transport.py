@@ -11,10 +11,10 @@ A participant's client certificate names it in a subjectAltName URI::
 
 (``PARTICIPANT_URI_PREFIX`` + the participant code of the federation file). The subject
 CN carries the same code for people reading ``openssl x509 -subject``, but it is never
-read as an identity: RFC 6125 and the CA/Browser Forum retired the CN as an identity
-field, a CN is free text with no type, and a URI SAN is typed and exact, is what SPIFFE
-identities use, and gRPC exposes it directly. ``peer_participant`` is the one place
-that turns a connection into a participant code.
+read as an identity: the CN is deprecated as one (RFC 9525, which replaced RFC 6125, no
+longer accepts it), it is free text with no type, while a URI SAN is typed and exact, is
+what SPIFFE identities use, and gRPC exposes it directly (auth context ``peer_uri``).
+``peer_participant`` is the one place that turns a connection into a participant code.
 
 Plaintext
 ---------
