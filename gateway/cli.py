@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from types import FrameType
@@ -16,11 +18,13 @@ from gateway.crypto.suites import PrivateKey, Suite
 from gateway.registry.federation import FederationError, load_federation
 from gateway.registry.keygen import generate_participant_key
 from gateway.store.engine import StoreError, open_engines, resolve_database_url
+from gateway.tls.transport import ClientTls, PeerIdentityError, ServerTls, TlsConfigError
 
 if TYPE_CHECKING:
     import grpc
 
     from gateway.client import AuditClient
+    from gateway.tls.issue import Issued
 
 ENV_FEDERATION_DIR = "MRX_FEDERATION_DIR"
 REPO_KEYS = Path(__file__).resolve().parent.parent / "keys"
@@ -37,46 +41,91 @@ def default_private_dir() -> Path:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from gateway.ledger.writer import WriterOptions
-    from gateway.server import ConfigError, start_gateway
+    from gateway.server import start_gateway
 
     federation = load_federation(args.federation)
     key = PrivateKey.load(args.gateway_key, keyid=args.gateway_keyid)
+    tls = _server_tls(args)
     url = resolve_database_url(args.database)
     engines = open_engines(url)
-    tls = None
-    if args.tls_cert or args.tls_key:
-        if not (args.tls_cert and args.tls_key):
-            raise ConfigError("--tls-cert and --tls-key go together")
-        tls = (args.tls_cert.read_bytes(), args.tls_key.read_bytes())
-    gateway = start_gateway(
-        federation=federation,
-        engines=engines,
-        gateway_key=key,
-        address=args.address,
-        workers=args.workers,
-        tls=tls,
-        checkpoint_interval=args.checkpoint_interval,
-        writer_options=WriterOptions(delay=max(args.commit_delay, 0.0) / 1000),
-    )
-    host = args.address.rsplit(":", 1)[0]
-    print(
-        f"mrx gateway serving on {host}:{gateway.port} ({engines.dialect}, federation {federation.name!r}, "
-        f"{len(federation.participants)} participants, writer pid {gateway.writer.pid}); Ctrl-C to stop",
-        flush=True,
-    )
+    with _address_line_first():
+        gateway = start_gateway(
+            federation=federation,
+            engines=engines,
+            gateway_key=key,
+            address=args.address,
+            workers=args.workers,
+            tls=tls,
+            checkpoint_interval=args.checkpoint_interval,
+            writer_options=WriterOptions(delay=max(args.commit_delay, 0.0) / 1000),
+        )
 
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        print("stopping: draining in-flight submissions", flush=True)
-        gateway.stop(grace=10.0)
+        def _stop(signum: int, frame: FrameType | None) -> None:
+            print("stopping: draining in-flight submissions", flush=True)
+            gateway.stop(grace=10.0)
 
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+        # In place before the address line announces readiness: a SIGTERM right after it drains.
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
+        host = args.address.rsplit(":", 1)[0]
+        print(
+            f"mrx gateway serving on {host}:{gateway.port} ({engines.dialect}, federation "
+            f"{federation.name!r}, {len(federation.participants)} participants, writer pid "
+            f"{gateway.writer.pid}, {tls.describe() if tls else 'plaintext'}); Ctrl-C to stop",
+            flush=True,
+        )
     gateway.wait()
     engines.dispose()
     if gateway.failure is not None:
         print(f"mrx serve: {gateway.failure}; stopped", file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+@contextlib.contextmanager
+def _address_line_first() -> Iterator[None]:
+    """Hold log records (e.g. the plaintext warning) until the "serving on" line is printed.
+
+    Supervisors and tests read the first line of output for the bound address; what the
+    gateway logs while starting follows it, in order, through the usual handlers.
+    """
+    held: list[logging.LogRecord] = []
+
+    class Hold(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            held.append(record)
+
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    root.handlers = [Hold()]
+    try:
+        yield
+    finally:
+        root.handlers = handlers
+        for record in held:
+            for handler in handlers:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+
+
+def _server_tls(args: argparse.Namespace) -> ServerTls | None:
+    from gateway.server import ConfigError
+
+    if not (args.tls_cert or args.tls_key):
+        if args.tls_client_ca:
+            raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key (the server's own certificate)")
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    return ServerTls(cert_chain=args.tls_cert, key=args.tls_key, client_ca=args.tls_client_ca)
+
+
+def _client_tls(args: argparse.Namespace) -> ClientTls | None:
+    if not (args.tls_ca or args.tls_cert or args.tls_key):
+        if args.tls_server_name:
+            raise TlsConfigError("--tls-server-name needs --tls-ca (or --tls-cert and --tls-key)")
+        return None
+    return ClientTls(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key, server_name=args.tls_server_name)
 
 
 def _cmd_keys_generate(args: argparse.Namespace) -> int:
@@ -125,18 +174,13 @@ def _when(text: str) -> datetime:
 
 
 def _audit_client(args: argparse.Namespace) -> AuditClient:
-    import grpc
-
     from gateway.client import AuditClient
 
-    credentials = None
-    if args.tls_ca is not None:
-        credentials = grpc.ssl_channel_credentials(root_certificates=args.tls_ca.read_bytes())
     return AuditClient(
         args.address,
         principal=args.principal,
         signer=PrivateKey.load(args.key, keyid=args.keyid),
-        credentials=credentials,
+        tls=_client_tls(args),
         timeout=args.timeout,
     )
 
@@ -249,8 +293,23 @@ def _add_audit_client_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--principal", required=True, help="who reads, e.g. YRD-SEC")
     parser.add_argument("--key", type=Path, required=True, help="the principal's private key (PEM)")
     parser.add_argument("--keyid", required=True, help="its key id in the federation, e.g. YRD-SEC/2026-01")
-    parser.add_argument("--tls-ca", type=Path, help="CA certificate(s) to trust (PEM); enables TLS")
     parser.add_argument("--timeout", type=float, default=30.0, help="per-call timeout in seconds")
+    _add_client_tls_args(parser)
+
+
+def _add_client_tls_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tls-ca",
+        type=Path,
+        help="CA certificate(s) that issued the gateway's certificate (PEM); enables TLS",
+    )
+    parser.add_argument(
+        "--tls-cert", type=Path, help="your participant's client certificate (PEM), for mutual TLS"
+    )
+    parser.add_argument("--tls-key", type=Path, help="the client certificate's private key (PEM)")
+    parser.add_argument(
+        "--tls-server-name", help="name to check the gateway's certificate against, if not the --address host"
+    )
 
 
 def _add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -299,6 +358,131 @@ def _add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--federation", type=Path, help="pin the gateway keys from this federation directory on the first run"
     )
     watch.set_defaults(func=_cmd_audit_watch)
+
+
+# --- mrx tls ---------------------------------------------------------------------------
+
+
+def _write_issued(issued: Issued, cert_path: Path, key_path: Path, force: bool) -> None:
+    from gateway.registry.keygen import _ensure_not_committable
+    from gateway.tls.issue import write_pair
+
+    _ensure_not_committable(key_path.parent)
+    write_pair(issued, cert_path, key_path, force=force)
+    cert = issued.cert
+    until = f"{cert.not_valid_after_utc:%Y-%m-%d}"
+    print(f"certificate: {cert_path} ({cert.subject.rfc4514_string()}, until {until})")
+    print(f"private key: {key_path} (mode 0600; keep it off shared disks, never commit it)")
+
+
+def _cmd_tls_init_ca(args: argparse.Namespace) -> int:
+    from gateway.tls.issue import init_ca
+
+    ca = init_ca(name=args.name, organization=args.organization, days=args.days)
+    _write_issued(ca, args.dir / "ca.crt", args.dir / "ca.key", args.force)
+    return 0
+
+
+def _load_ca(args: argparse.Namespace) -> Issued:
+    from gateway.tls.issue import load_issued
+
+    return load_issued(args.ca_dir / "ca.crt", args.ca_dir / "ca.key")
+
+
+def _cmd_tls_issue_server(args: argparse.Namespace) -> int:
+    from gateway.tls.issue import issue_server
+
+    issued = issue_server(_load_ca(args), hosts=args.host, days=args.days)
+    _write_issued(issued, args.out_dir / f"{args.name}.crt", args.out_dir / f"{args.name}.key", args.force)
+    return 0
+
+
+def _cmd_tls_issue_client(args: argparse.Namespace) -> int:
+    from gateway.tls.issue import issue_client
+
+    federation = load_federation(args.federation)
+    if federation.participant(args.participant) is None:
+        raise ValueError(f"{args.participant} is not a participant of {args.federation}")
+    issued = issue_client(_load_ca(args), participant=args.participant, days=args.days)
+    stem = args.out_dir / args.participant
+    _write_issued(issued, stem.with_suffix(".crt"), stem.with_suffix(".key"), args.force)
+    return 0
+
+
+def _cmd_tls_show(args: argparse.Namespace) -> int:
+    from cryptography import x509
+
+    from gateway.tls.transport import certificate_participant
+
+    kinds: dict[type, str] = {
+        x509.DNSName: "DNS",
+        x509.IPAddress: "IP",
+        x509.UniformResourceIdentifier: "URI",
+    }
+    for path in args.certificate:
+        for cert in x509.load_pem_x509_certificates(path.read_bytes()):
+            try:
+                names = list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+            except x509.ExtensionNotFound:
+                names = []
+            sans = ", ".join(f"{kinds.get(type(n), type(n).__name__)}:{n.value}" for n in names)
+            print(f"{path}: {cert.subject.rfc4514_string()}")
+            print(f"  issuer:      {cert.issuer.rfc4514_string()}")
+            print(f"  valid:       {cert.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ} .. ", end="")
+            print(f"{cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}")
+            print(f"  SANs:        {sans or '(none)'}")
+            print(f"  participant: {certificate_participant(cert) or '(none)'}")
+    return 0
+
+
+def _add_tls_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    tls = sub.add_parser("tls", help="issue the TLS CA and certificates (docs/operations.md, Mutual TLS)")
+    tls_sub = tls.add_subparsers(dest="tls_command", required=True)
+
+    ca = tls_sub.add_parser("init-ca", help="make a CA: DIR/ca.crt and DIR/ca.key (0600)")
+    ca.add_argument("--dir", type=Path, required=True, help="where the CA goes (outside any git work tree)")
+    ca.add_argument("--name", default="mrx federation TLS CA", help="the CA's common name")
+    ca.add_argument("--organization", help="the CA's organisation name (O=)")
+    ca.add_argument("--days", type=int, default=3650, help="validity in days (default %(default)s)")
+    ca.add_argument("--force", action="store_true", help="overwrite existing files")
+    ca.set_defaults(func=_cmd_tls_init_ca)
+
+    def leaf_args(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--ca-dir", type=Path, required=True, help="the CA made by init-ca")
+        parser.add_argument("--out-dir", type=Path, required=True, help="where the certificate and key go")
+        parser.add_argument("--days", type=int, default=397, help="validity in days (default %(default)s)")
+        parser.add_argument("--force", action="store_true", help="overwrite existing files")
+
+    server = tls_sub.add_parser(
+        "issue-server", help="a gateway server certificate: OUT/NAME.crt and OUT/NAME.key (0600)"
+    )
+    leaf_args(server)
+    server.add_argument(
+        "--host",
+        action="append",
+        required=True,
+        help="a DNS name or IP address clients connect to (repeat for each)",
+    )
+    server.add_argument("--name", default="server", help="file name stem (default %(default)s)")
+    server.set_defaults(func=_cmd_tls_issue_server)
+
+    client = tls_sub.add_parser(
+        "issue-client",
+        help="a participant's client certificate: OUT/<participant>.crt and OUT/<participant>.key (0600)",
+    )
+    leaf_args(client)
+    client.add_argument("--participant", required=True, help="the participant it names, e.g. CN-JS")
+    client.add_argument(
+        "--federation",
+        type=Path,
+        default=default_federation_dir(),
+        help="federation directory the participant must be listed in (default: keys/)",
+    )
+    client.set_defaults(func=_cmd_tls_issue_client)
+
+    show = tls_sub.add_parser("show", help="print a certificate's subject, SANs, validity and participant")
+    show.add_argument("certificate", type=Path, nargs="+")
+    show.set_defaults(func=_cmd_tls_show)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -352,6 +536,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM); enables TLS")
     serve.add_argument("--tls-key", type=Path, help="server TLS private key (PEM)")
+    serve.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        help="CA of participant client certificates (PEM); requires and verifies them (mutual TLS)",
+    )
     serve.set_defaults(func=_cmd_serve)
 
     keys = sub.add_parser("keys", help="manage participant keys")
@@ -372,6 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=_cmd_keys_generate)
 
     _add_audit_parser(sub)
+    _add_tls_parser(sub)
     return parser
 
 
@@ -390,6 +580,7 @@ def main(argv: list[str] | None = None) -> int:
         FileExistsError,
         FileNotFoundError,
         PermissionError,
+        PeerIdentityError,
     ) as exc:
         print(f"mrx: {exc}", file=sys.stderr)
         return 2

@@ -2,9 +2,12 @@
 
     from gateway.client import GatewayClient
     from gateway.crypto.suites import PrivateKey
+    from gateway.tls import ClientTls
 
     key = PrivateKey.load(Path("/etc/mrx/CN-JS_2026-01.key.pem"), keyid="CN-JS/2026-01")
-    with GatewayClient("gateway.example:7443", sender="CN-JS", signer=key) as gw:
+    tls = ClientTls(ca=Path("/etc/mrx/tls/ca.crt"), cert=Path("/etc/mrx/tls/CN-JS.crt"),
+                    key=Path("/etc/mrx/tls/CN-JS.key"))
+    with GatewayClient("gateway.example:7443", sender="CN-JS", signer=key, tls=tls) as gw:
         receipt = gw.publish(certificate)          # Receipt, signature checked
         for outcome in gw.publish_many(batch):     # streamed, one outcome per item
             ...
@@ -12,7 +15,8 @@
 
 Every receipt is verified against the gateway's public key before it is returned:
 pass ``gateway_keys`` from your own copy of the federation file to pin them, or the
-client fetches them once from RegistryService (trust on first use).
+client fetches them once from RegistryService (trust on first use). Without ``tls`` the
+channel is plaintext, for a gateway on this machine only (docs/operations.md, "Mutual TLS").
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from gateway.pb import (
     registry_pb2,
     registry_pb2_grpc,
 )
+from gateway.tls.transport import ClientTls, channel
 
 
 class ReceiptError(Exception):
@@ -206,16 +211,17 @@ class GatewayClient:
         sender: str | None = None,
         signer: PrivateKey | None = None,
         gateway_keys: dict[str, PublicKey] | None = None,
+        tls: ClientTls | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         timeout: float = 30.0,
     ):
+        """``tls``: the CA to trust and this participant's client certificate and key
+        (gateway.tls.ClientTls); without it (or ready-made ``credentials``) the channel is
+        plaintext, which only a loopback target may use (TlsConfigError otherwise).
+        """
         self.target = target
         options = [("grpc.max_receive_message_length", 16 * 1024 * 1024)]
-        self._channel = (
-            grpc.secure_channel(target, credentials, options)
-            if credentials
-            else grpc.insecure_channel(target, options)
-        )
+        self._channel = channel(target, tls=tls, credentials=credentials, options=options)
         self.exchange = exchange_pb2_grpc.ExchangeServiceStub(self._channel)
         self.registry = registry_pb2_grpc.RegistryServiceStub(self._channel)
         self.recognition = recognition_pb2_grpc.RecognitionServiceStub(self._channel)
@@ -409,15 +415,13 @@ class AuditClient:
         *,
         principal: str,
         signer: PrivateKey,
+        tls: ClientTls | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         timeout: float = 30.0,
     ):
+        """``tls`` and ``credentials`` as for GatewayClient: plaintext only to loopback."""
         options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-        self._channel = (
-            grpc.secure_channel(target, credentials, options)
-            if credentials
-            else grpc.insecure_channel(target, options)
-        )
+        self._channel = channel(target, tls=tls, credentials=credentials, options=options)
         self.stub = audit_pb2_grpc.AuditServiceStub(self._channel)
         self.registry = registry_pb2_grpc.RegistryServiceStub(self._channel)
         self.principal = principal

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -48,6 +48,7 @@ from gateway.store.checkpoints import CheckpointStore
 from gateway.store.engine import Engines
 from gateway.store.reads import ReadStore
 from gateway.store.record_reads import RecordReads
+from gateway.tls.transport import PLAINTEXT_FLAGS, ServerTls, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +199,43 @@ class Gateway:
         self._stopped.wait()
 
 
+# A server certificate closer than this to its end is reported at start.
+CERT_RENEWAL_WARNING = timedelta(days=30)
+
+
+def _server_tls(address: str, tls: ServerTls | tuple[bytes, bytes] | None) -> ServerTls | None:
+    """The port's TLS; plaintext only on loopback (a signed envelope is not a secret one)."""
+    if isinstance(tls, tuple):
+        tls = ServerTls(cert_chain=tls[0], key=tls[1])
+    if tls is None:
+        if not is_loopback(address):
+            raise ConfigError(
+                f"refusing to serve plaintext on {address}: without TLS the gateway listens only on "
+                f"loopback (127.0.0.0/8, ::1, localhost); {PLAINTEXT_FLAGS}, or listen on 127.0.0.1"
+            )
+        log.warning(
+            "serving PLAINTEXT on %s: no TLS, only this machine can connect; to serve a network, %s",
+            address,
+            PLAINTEXT_FLAGS,
+        )
+        return None
+    left = tls.leaf.not_valid_after_utc - datetime.now(UTC)
+    if left < CERT_RENEWAL_WARNING:
+        log.warning(
+            "the server certificate expires on %s (in %d days): issue a new one "
+            "(docs/operations.md, 'Mutual TLS', Rotating)",
+            f"{tls.leaf.not_valid_after_utc:%Y-%m-%d}",
+            left.days,
+        )
+    if not tls.mutual:
+        log.warning(
+            "serving TLS on %s without a client CA: callers present no certificate and are known by "
+            "their signatures alone (add --tls-client-ca for mutual TLS)",
+            address,
+        )
+    return tls
+
+
 def start_gateway(
     *,
     federation: Federation,
@@ -207,7 +245,7 @@ def start_gateway(
     workers: int = 8,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     limits: Limits | None = None,
-    tls: tuple[bytes, bytes] | None = None,
+    tls: ServerTls | tuple[bytes, bytes] | None = None,
     checkpoint_interval: float = 10.0,
     pt_boundaries: PtBoundaries = DEFAULT_PT_BOUNDARIES,
     writer_mode: str = "process",
@@ -216,13 +254,16 @@ def start_gateway(
     health_interval: float = 1.0,
     stream_limits: StreamLimits | None = None,
 ) -> Gateway:
-    """Start serving; ``tls`` is (certificate chain PEM, private key PEM) or None for plaintext.
+    """Start serving; ``tls`` is a ``ServerTls`` (with ``client_ca``: mutual TLS), or the
+    older (certificate chain PEM, private key PEM) pair for server-only TLS, or None for
+    plaintext, which only a loopback ``address`` may use (ConfigError otherwise).
 
     ``workers`` threads run the reads and verify batches and streams; submissions are
     served on the asyncio loop. ``writer_mode`` "process" (the default and production
     setting) runs the writer in its own process; "thread" runs the same loop in a thread.
     """
     check_gateway_key(federation, gateway_key)
+    server_tls = _server_tls(address, tls)
     holder: list[Gateway] = []
 
     def on_death(why: str) -> None:
@@ -299,8 +340,8 @@ def start_gateway(
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        if tls is not None:
-            port = server.add_secure_port(address, grpc.ssl_server_credentials([(tls[1], tls[0])]))
+        if server_tls is not None:
+            port = server.add_secure_port(address, server_tls.credentials())
         else:
             port = server.add_insecure_port(address)
         if port == 0:
@@ -319,7 +360,13 @@ def start_gateway(
         executor.shutdown(wait=False)
         raise
     checkpointer.start()
-    log.info("mrx gateway listening on port %d (%s, writer %s)", port, engines.dialect, writer.mode)
+    log.info(
+        "mrx gateway listening on port %d (%s, writer %s, %s)",
+        port,
+        engines.dialect,
+        writer.mode,
+        server_tls.describe() if server_tls is not None else "plaintext",
+    )
     gateway = Gateway(
         server=server,
         port=port,

@@ -28,6 +28,7 @@ SDK_MODULES = (
     "gateway/crypto",
     "gateway/convert.py",
     "gateway/registry/federation.py",
+    "gateway/tls",
 )
 SERVER_PACKAGES = ("gateway.store", "gateway.ledger", "gateway.services", "gateway.server", "gateway.demo")
 
@@ -105,6 +106,18 @@ def test_services_write_only_through_the_ledger():
 def test_the_sdk_and_the_auditors_tools_import_nothing_of_the_server():
     bad = _violations(_files(*SDK_MODULES), (*SERVER_PACKAGES, "sqlalchemy", "psycopg"))
     assert not bad, "adapters and auditors depend on the client side only:\n" + "\n".join(bad)
+
+
+def test_tls_imports_only_grpc_cryptography_and_the_standard_library():
+    """The server and the SDK share gateway/tls; it must not drag either side's code along."""
+    allowed = set(sys.stdlib_module_names) | {"__future__", "grpc", "cryptography"}
+    bad = [
+        f"{path.relative_to(ROOT)}:{line} imports {name}"
+        for path in _files("gateway/tls")
+        for line, name in _imports(path)
+        if name.split(".")[0] not in allowed and not name.startswith("gateway.tls")
+    ]
+    assert not bad, "gateway/tls is shared by server and SDK:\n" + "\n".join(bad)
 
 
 def test_only_the_store_talks_sql():
