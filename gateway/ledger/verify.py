@@ -7,7 +7,8 @@ Checks run in this order; the first failure decides the answer:
                                             (refused here; not an exchange-log entry)
   -> freshness of created_at                (early refusal, logged)
   -> replay: message id unique per sender   (in the writer, logged)
-  -> authorization: sender issued the record, sender may write  (late refusal, logged)
+  -> authorization: sender issued the record, sender may write, the record lies
+     within the sender's declared jurisdiction  (late refusal, logged)
   -> field validation                       (late refusal, logged)
   -> stored issuer, version and status transition  (in the writer, logged)
   -> commit, then a signed receipt
@@ -45,6 +46,7 @@ from gateway.convert import (
 )
 from gateway.crypto.dsse import SUBMISSION_PAYLOAD_TYPE, sha256
 from gateway.crypto.suites import Suite, pae
+from gateway.domain.certificates import Scheme
 from gateway.domain.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -279,7 +281,40 @@ class Verifier:
                 reason="NOT_ISSUER",
                 metadata={"issuer": issuer, "sender": header.sender},
             )
-        return record_from_proto(msg, pt_boundaries=self.pt_boundaries)
+        flags = self._jurisdiction(msg, header.sender)
+        record, warnings = record_from_proto(msg, pt_boundaries=self.pt_boundaries)
+        if flags:
+            log.warning(
+                "jurisdiction flags on %s from %s: %s", raw_record_key(msg)[:200], header.sender, flags
+            )
+        return record, [*warnings, *flags]
+
+    def _jurisdiction(self, msg: AnyRecordMessage, sender: str) -> list[str]:
+        """Authorization by declared jurisdiction: raises OUTSIDE_JURISDICTION or returns flags.
+
+        Judged on the raw fields before field validation, as authorization comes first; a
+        field too malformed to match any declaration matches none and is left to validation.
+        """
+        rules = self.federation.jurisdictions
+        if isinstance(msg, records_pb2.CertificateStatus):
+            try:
+                scheme = Scheme(msg.scheme).name
+            except ValueError:
+                return []  # refused by validation
+            return rules.check_certificate(
+                sender=sender, scheme=scheme, number=msg.certificate_number, issuing_body=msg.issuing_body
+            )
+        if isinstance(msg, records_pb2.AssessorRecord):
+            return rules.check_assessor(sender=sender, registration_number=msg.registration_number)
+        if isinstance(msg, records_pb2.TestReport):
+            return rules.check_test_report(
+                sender=sender,
+                lab_cma_number=msg.lab_cma_number,
+                accreditation_number=msg.accreditation_number,
+            )
+        if isinstance(msg, records_pb2.PtResult):
+            return rules.check_pt_result(sender=sender, lab_cma_number=msg.lab_cma_number)
+        return rules.check_other(sender=sender)
 
 
 def _record_message(submission: records_pb2.Submission) -> AnyRecordMessage | None:
