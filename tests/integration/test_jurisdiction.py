@@ -209,3 +209,34 @@ def test_every_demo_record_of_a_member_is_accepted_without_a_flag(code, client_f
         w for o in outcomes if o.receipt is not None for w in o.receipt.warnings if "JURISDICTION" in w
     ]
     assert flagged == []
+
+
+def test_undeclared_lab_qualification_is_still_guarded_by_its_stored_issuer(
+    client_for, clock, refused, make_env
+):
+    # What the stored-issuer rule protected before jurisdictions, it still protects where
+    # nobody declared the identifier: a CMA number of no declared lab, in CN-JS's code.
+    lab = demo_lab_cma_certificates("CN-JS", today=clock.today())[0]
+    undeclared = dataclasses.replace(lab, certificate_number=lab.certificate_number[:6] + "009999")
+    receipt = client_for("CN-JS").publish(undeclared)
+    assert [w for w in receipt.warnings if "JURISDICTION" in w] == []  # its own CMA code: no flag
+    claimed = dataclasses.replace(undeclared, issuer="CN-SH", version=2)
+    r = refused(client_for("CN-SH"), make_env(claimed), Code.PERMISSION_DENIED, "NOT_ISSUER")
+    assert (r.metadata["issuer"], r.metadata["sender"]) == ("CN-JS", "CN-SH")
+
+
+def test_same_report_number_under_another_issuer_with_its_own_lab_is_another_record(client_for, clock):
+    today = clock.today()
+    js_report = demo_test_reports("CN-JS", count=1, today=today)[0]
+    client_for("CN-JS").publish(js_report)
+    sh_lab = demo_test_reports("CN-SH", count=1, today=today)[0]
+    own = dataclasses.replace(
+        js_report,
+        issuer="CN-SH",
+        lab_name=sh_lab.lab_name,
+        lab_cma_number=sh_lab.lab_cma_number,
+        accreditation_number=sh_lab.accreditation_number,
+    )
+    receipt = client_for("CN-SH").publish(own)
+    assert receipt.record_key == f"test_report/CN-SH/{js_report.report_number}" != js_report.key
+    assert list(receipt.warnings) == []
