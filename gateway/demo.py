@@ -261,7 +261,19 @@ def _refusals(
 
     def claims_issuer() -> str:
         cert = dataclasses.replace(published["CN-JS"][6], issuer="CN-SH", version=2)
-        sh.publish(cert)  # ...and pretends to be its issuer
+        sh.publish(cert)  # ...and pretends to be its issuer: the number is in CN-JS's block
+        return "accepted"
+
+    today = now.astimezone(CHINA).date()
+
+    def foreign_lab() -> str:
+        report = dataclasses.replace(demo_test_reports("CN-JS", count=1, today=today)[0], issuer="CN-SH")
+        sh.publish(report)  # a report of a lab the federation declares for CN-JS
+        return "accepted"
+
+    def foreign_assessor() -> str:
+        assessor = dataclasses.replace(demo_assessors("CN-SN", count=1, today=today)[0], home="CN-JS")
+        js.publish(assessor)  # a Shaanxi registration number under a Jiangsu home
         return "accepted"
 
     replay_id = "demo-replay-0001"
@@ -316,7 +328,9 @@ def _refusals(
         ("forged signature", ("UNAUTHENTICATED", "BAD_SIGNATURE"), forged),
         ("key not in federation", ("UNAUTHENTICATED", "UNKNOWN_KEY"), unknown_key),
         ("not the issuer", ("PERMISSION_DENIED", "NOT_ISSUER"), wrong_issuer),
-        ("claims another's cert", ("PERMISSION_DENIED", "NOT_ISSUER"), claims_issuer),
+        ("claims another's cert", ("PERMISSION_DENIED", "OUTSIDE_JURISDICTION"), claims_issuer),
+        ("report of another's lab", ("PERMISSION_DENIED", "OUTSIDE_JURISDICTION"), foreign_lab),
+        ("assessor of another", ("PERMISSION_DENIED", "OUTSIDE_JURISDICTION"), foreign_assessor),
         ("secretariat writes", ("PERMISSION_DENIED", "READ_ONLY_PRINCIPAL"), secretariat),
         ("replay, new bytes", ("ALREADY_EXISTS", "MESSAGE_ID_REUSED"), replay),
         ("replay, same bytes", ("OK", "ORIGINAL_RECEIPT"), resend),

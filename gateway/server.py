@@ -196,7 +196,9 @@ class Gateway:
             self._stopped.set()
 
     def wait(self) -> None:
-        self._stopped.wait()
+        # In slices: a signal (SIGTERM) is handled between them whatever thread it hit.
+        while not self._stopped.wait(0.5):
+            pass
 
 
 # A server certificate closer than this to its end is reported at start.

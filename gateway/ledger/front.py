@@ -118,13 +118,15 @@ class Submitter:
             payload_type=RECEIPT_PAYLOAD_TYPE, payload=accepted.receipt_payload, signer=self._key
         )
 
-    async def submit(self, envelope: envelope_pb2.Envelope) -> Accepted:
-        """Verify and commit one envelope; raise its refusal."""
-        staged = self._verifier.verify(envelope)
+    async def submit(self, envelope: envelope_pb2.Envelope, *, peer: str | None = None) -> Accepted:
+        """Verify and commit one envelope; raise its refusal. ``peer``: see Verifier.verify."""
+        staged = self._verifier.verify(envelope, peer=peer)
         outcomes = await asyncio.wrap_future(self._writer().submit([staged]))
         return _result(outcomes[0], raise_refusal=True)  # type: ignore[return-value]
 
-    async def submit_batch(self, envelopes: Sequence[envelope_pb2.Envelope]) -> list[Result]:
+    async def submit_batch(
+        self, envelopes: Sequence[envelope_pb2.Envelope], *, peer: str | None = None
+    ) -> list[Result]:
         """Verify and commit many envelopes in one transaction; one result each, in order."""
         if len(envelopes) > MAX_BATCH_ENVELOPES:
             raise ResourceExhausted(
@@ -139,14 +141,16 @@ class Submitter:
                 violations=[FieldViolation("envelopes", "at least one envelope required")],
             )
         loop = asyncio.get_running_loop()
-        verified = await loop.run_in_executor(self._executor, self._verify_all, envelopes)
+        verified = await loop.run_in_executor(self._executor, self._verify_all, envelopes, peer)
         return await self._commit(verified)
 
     @property
     def open_streams(self) -> int:
         return self._gate.total
 
-    async def stream(self, envelopes: AsyncIterator[envelope_pb2.Envelope]) -> AsyncIterator[Result]:
+    async def stream(
+        self, envelopes: AsyncIterator[envelope_pb2.Envelope], *, peer: str | None = None
+    ) -> AsyncIterator[Result]:
         """One result per envelope, in order; a bad item never ends the stream.
 
         A reader task drains the call into a bounded queue; each chunk is whatever the
@@ -191,7 +195,7 @@ class Submitter:
                             done = True
                             break
                         batch.append(item)
-                    verified = await loop.run_in_executor(self._executor, self._verify_all, batch)
+                    verified = await loop.run_in_executor(self._executor, self._verify_all, batch, peer)
                     if sender is None:
                         first_ok = next((v for v in verified if isinstance(v, Staged)), None)
                         if first_ok is not None:
@@ -234,11 +238,13 @@ class Submitter:
                 task.cancel()
             self._gate.close(sender)
 
-    def _verify_all(self, envelopes: Sequence[envelope_pb2.Envelope]) -> list[Staged | MrxError]:
+    def _verify_all(
+        self, envelopes: Sequence[envelope_pb2.Envelope], peer: str | None = None
+    ) -> list[Staged | MrxError]:
         out: list[Staged | MrxError] = []
         for envelope in envelopes:
             try:
-                out.append(self._verifier.verify(envelope))
+                out.append(self._verifier.verify(envelope, peer=peer))
             except MrxError as err:
                 out.append(err)
         return out

@@ -7,7 +7,8 @@ Checks run in this order; the first failure decides the answer:
                                             (refused here; not an exchange-log entry)
   -> freshness of created_at                (early refusal, logged)
   -> replay: message id unique per sender   (in the writer, logged)
-  -> authorization: sender issued the record, sender may write  (late refusal, logged)
+  -> authorization: sender issued the record, sender may write, the record lies
+     within the sender's declared jurisdiction  (late refusal, logged)
   -> field validation                       (late refusal, logged)
   -> stored issuer, version and status transition  (in the writer, logged)
   -> commit, then a signed receipt
@@ -44,6 +45,7 @@ from gateway.convert import (
     timestamp_to_datetime,
 )
 from gateway.crypto.dsse import SUBMISSION_PAYLOAD_TYPE, SignatureError, sha256, verify_signature
+from gateway.domain.certificates import Scheme
 from gateway.domain.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -91,15 +93,17 @@ class Verifier:
         # and attacks that the audit log deliberately leaves out.
         self.unlogged_refusals: Counter[str] = Counter()
 
-    def verify(self, envelope: envelope_pb2.Envelope) -> Staged:
+    def verify(self, envelope: envelope_pb2.Envelope, *, peer: str | None = None) -> Staged:
+        """``peer``: the participant named by the call's client certificate (mutual TLS),
+        which must then be the sender; None when the call carries no client certificate."""
         try:
-            return self._verify(envelope)
+            return self._verify(envelope, peer)
         except MrxError as err:
             with self._lock:
                 self.unlogged_refusals[err.reason] += 1
             raise
 
-    def _verify(self, envelope: envelope_pb2.Envelope) -> Staged:
+    def _verify(self, envelope: envelope_pb2.Envelope, peer: str | None) -> Staged:
         now = self.clock()
         raw = envelope.SerializeToString(deterministic=True)
         if len(raw) > self.limits.max_envelope_bytes:
@@ -143,6 +147,13 @@ class Verifier:
                 f"header.sender {header.sender!r} is not the owner of key {key.keyid} ({key.owner})",
                 reason="SENDER_NOT_KEY_OWNER",
                 metadata={"keyid": key.keyid, "owner": key.owner},
+            )
+        if peer is not None and header.sender != peer:
+            raise PermissionDenied(
+                f"the connection's client certificate is {peer}'s, but the envelope is {header.sender}'s: "
+                "each participant submits over its own certificate",
+                reason="CERTIFICATE_MISMATCH",
+                metadata={"certificate": peer, "sender": header.sender},
             )
         if not is_message_id(header.message_id):
             raise InvalidArgument(
@@ -276,7 +287,39 @@ class Verifier:
                 reason="NOT_ISSUER",
                 metadata={"issuer": issuer, "sender": header.sender},
             )
-        return record_from_proto(msg, pt_boundaries=self.pt_boundaries)
+        flags = self._jurisdiction(msg, header.sender)
+        record, warnings = record_from_proto(msg, pt_boundaries=self.pt_boundaries)
+        if flags:
+            # The receipt carries the flags; the operator's log keeps them for the secretariat.
+            log.info("jurisdiction flags on %s from %s: %s", raw_record_key(msg)[:200], header.sender, flags)
+        return record, [*warnings, *flags]
+
+    def _jurisdiction(self, msg: AnyRecordMessage, sender: str) -> list[str]:
+        """Authorization by declared jurisdiction: raises OUTSIDE_JURISDICTION or returns flags.
+
+        Judged on the raw fields before field validation, as authorization comes first; a
+        field too malformed to match any declaration matches none and is left to validation.
+        """
+        rules = self.federation.jurisdictions
+        if isinstance(msg, records_pb2.CertificateStatus):
+            try:
+                scheme = Scheme(msg.scheme).name
+            except ValueError:
+                return []  # refused by validation
+            return rules.check_certificate(
+                sender=sender, scheme=scheme, number=msg.certificate_number, issuing_body=msg.issuing_body
+            )
+        if isinstance(msg, records_pb2.AssessorRecord):
+            return rules.check_assessor(sender=sender, registration_number=msg.registration_number)
+        if isinstance(msg, records_pb2.TestReport):
+            return rules.check_test_report(
+                sender=sender,
+                lab_cma_number=msg.lab_cma_number,
+                accreditation_number=msg.accreditation_number,
+            )
+        if isinstance(msg, records_pb2.PtResult):
+            return rules.check_pt_result(sender=sender, lab_cma_number=msg.lab_cma_number)
+        return rules.check_other(sender=sender)
 
 
 def _record_message(submission: records_pb2.Submission) -> AnyRecordMessage | None:

@@ -83,6 +83,8 @@ class ErrorReason(_message.Message):
         """read signed more than 60 s from the gateway clock"""
         REPLAYED_REQUEST: ErrorReason._Value.ValueType  # 30
         """read nonce seen within the window"""
+        BAD_CLIENT_CERTIFICATE: ErrorReason._Value.ValueType  # 31
+        """an mTLS client certificate naming no single participant"""
         NOT_ISSUER: ErrorReason._Value.ValueType  # 40
         """PERMISSION_DENIED: authenticated, but not allowed.
         the sender did not issue the record
@@ -93,6 +95,10 @@ class ErrorReason(_message.Message):
         """an audit read of exchanges outside the reader's scope"""
         PERSONAL_DATA: ErrorReason._Value.ValueType  # 43
         """an assessor record the reader may not see"""
+        CERTIFICATE_MISMATCH: ErrorReason._Value.ValueType  # 44
+        """the mTLS client certificate is another participant's"""
+        OUTSIDE_JURISDICTION: ErrorReason._Value.ValueType  # 45
+        """an identifier the federation file declares for another member"""
         MESSAGE_ID_REUSED: ErrorReason._Value.ValueType  # 50
         """ALREADY_EXISTS
         the sender used this message id for other bytes
@@ -179,6 +185,8 @@ class ErrorReason(_message.Message):
     """read signed more than 60 s from the gateway clock"""
     REPLAYED_REQUEST: ErrorReason.Value.ValueType  # 30
     """read nonce seen within the window"""
+    BAD_CLIENT_CERTIFICATE: ErrorReason.Value.ValueType  # 31
+    """an mTLS client certificate naming no single participant"""
     NOT_ISSUER: ErrorReason.Value.ValueType  # 40
     """PERMISSION_DENIED: authenticated, but not allowed.
     the sender did not issue the record
@@ -189,6 +197,10 @@ class ErrorReason(_message.Message):
     """an audit read of exchanges outside the reader's scope"""
     PERSONAL_DATA: ErrorReason.Value.ValueType  # 43
     """an assessor record the reader may not see"""
+    CERTIFICATE_MISMATCH: ErrorReason.Value.ValueType  # 44
+    """the mTLS client certificate is another participant's"""
+    OUTSIDE_JURISDICTION: ErrorReason.Value.ValueType  # 45
+    """an identifier the federation file declares for another member"""
     MESSAGE_ID_REUSED: ErrorReason.Value.ValueType  # 50
     """ALREADY_EXISTS
     the sender used this message id for other bytes

@@ -21,6 +21,7 @@ from typing import Any
 from gateway.crypto.suites import PublicKey, Suite
 from gateway.domain.certificates import Scheme
 from gateway.domain.errors import Unauthenticated
+from gateway.domain.jurisdiction import NATIONAL_CMA_AUTHORITY, CertificateBlock, Jurisdiction, Jurisdictions
 from gateway.domain.recognition import RECORD_KINDS, Agreement
 
 FEDERATION_FILE = "federation.toml"
@@ -68,6 +69,8 @@ class Participant:
     role: Role
     # Derived from [[alliances]]: the alliances it is a member or the secretariat of.
     alliances: tuple[str, ...]
+    # From [[jurisdictions]]: what it declares as its own; None when it declares nothing.
+    jurisdiction: Jurisdiction | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -136,6 +139,10 @@ class Federation:
         # By id, in file order; in force or not (callers decide by date).
         self.agreements: Mapping[str, Agreement] = MappingProxyType(dict(agreements))
         self.source = source
+        # Built from the participants, so a Federation rebuilt from another's participants keeps them.
+        self.jurisdictions = Jurisdictions(
+            {c: p.jurisdiction for c, p in self.participants.items() if p.jurisdiction is not None}
+        )
         by_owner: dict[str, list[KeyRecord]] = {}
         for record in sorted(self.keys.values(), key=lambda r: (r.not_before, r.keyid)):
             by_owner.setdefault(record.owner, []).append(record)
@@ -234,7 +241,7 @@ def _require_aware(at: datetime) -> None:
 
 # --- loading ---------------------------------------------------------------------------
 
-_TOP_LEVEL = {"federation", "alliances", "participants", "keys", "agreements"}
+_TOP_LEVEL = {"federation", "alliances", "participants", "keys", "agreements", "jurisdictions"}
 _FEDERATION_FIELDS = {"name", "gateway", "freshness_window_seconds"}
 _ALLIANCE_FIELDS = {"code", "name", "name_en", "secretariat", "members"}
 _PARTICIPANT_FIELDS = {"code", "name", "name_en", "role"}
@@ -467,10 +474,19 @@ def load_federation(directory: Path) -> Federation:
                 members=tuple(dict.fromkeys(members)),
             )
 
+    jurisdictions = _load_jurisdictions(data, raw_participants, problems)
+
     participants: dict[str, Participant] = {}
     for code, (name, name_en, role) in raw_participants.items():
         joined = tuple(a.code for a in alliances.values() if code in a.members or code == a.secretariat)
-        participants[code] = Participant(code=code, name=name, name_en=name_en, role=role, alliances=joined)
+        participants[code] = Participant(
+            code=code,
+            name=name,
+            name_en=name_en,
+            role=role,
+            alliances=joined,
+            jurisdiction=jurisdictions.get(code),
+        )
 
     # [[keys]]
     keys: dict[str, KeyRecord] = {}
@@ -695,3 +711,199 @@ def _load_key(
         revoked=revoked,
         revoked_at=revoked_at,
     )
+
+
+# --- jurisdictions ---------------------------------------------------------------------
+
+_JURISDICTION_FIELDS = {
+    "participant",
+    "certification_bodies",
+    "cma_authorities",
+    "labs",
+    "assessor_prefixes",
+    "certificate_blocks",
+}
+_BLOCK_FIELDS = {"schemes", "serial_at", "serial_digits", "first", "last", "length"}
+_LAB_TEXT = re.compile(r"^[A-Za-z0-9?][A-Za-z0-9? ./()-]{0,63}$")
+_PREFIX_TEXT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9./-]{0,31}$")
+_CMA_AUTHORITY = re.compile(r"^[0-9]{2}$")
+
+
+def _int(table: dict[str, Any], name: str, entry: str, problems: _Problems, *, required: bool) -> int | None:
+    value = table.get(name)
+    if value is None:
+        if required:
+            problems.add(entry, f"missing {name}")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        problems.add(entry, f"{name} must be a non-negative integer (got {value!r})")
+        return None
+    return value
+
+
+def _load_block(raw: object, entry: str, problems: _Problems) -> CertificateBlock | None:
+    before = len(problems.items)
+    if not isinstance(raw, dict):
+        problems.add(entry, 'must be a table, e.g. { schemes = ["CCC"], serial_at = 11, ... }')
+        return None
+    _unknown_fields(raw, _BLOCK_FIELDS, entry, problems)
+    schemes = _names(raw, "schemes", entry, problems, required=True)
+    for scheme in schemes:
+        if scheme not in _SCHEME_NAMES:
+            problems.add(entry, f"unknown scheme {scheme!r} (known: {', '.join(_SCHEME_NAMES)})")
+        elif scheme == "CMA":
+            problems.add(
+                entry, "CMA numbers are labs' qualifications: declare them under labs, not in a block"
+            )
+    serial_at = _int(raw, "serial_at", entry, problems, required=True)
+    digits = _int(raw, "serial_digits", entry, problems, required=True)
+    first = _int(raw, "first", entry, problems, required=True)
+    last = _int(raw, "last", entry, problems, required=True)
+    length = _int(raw, "length", entry, problems, required=False)
+    if serial_at is not None and serial_at < 1:
+        problems.add(entry, "serial_at is a 1-based character position, at least 1")
+    if digits is not None and not 1 <= digits <= 18:
+        problems.add(entry, "serial_digits must be from 1 to 18")
+    elif digits is not None and last is not None and last >= 10**digits:
+        problems.add(entry, f"last {last} has more than serial_digits = {digits} digits")
+    if first is not None and last is not None and first > last:
+        problems.add(entry, f"first {first} is greater than last {last}")
+    if (
+        length is not None
+        and serial_at is not None
+        and digits is not None
+        and serial_at + digits - 1 > length
+    ):
+        problems.add(
+            entry, f"the serial (characters {serial_at}-{serial_at + digits - 1}) ends after length {length}"
+        )
+    if len(problems.items) > before:
+        return None
+    assert serial_at is not None and digits is not None and first is not None and last is not None
+    return CertificateBlock(
+        schemes=frozenset(schemes),
+        serial_at=serial_at,
+        serial_digits=digits,
+        first=first,
+        last=last,
+        length=length,
+    )
+
+
+def _checked_names(
+    table: dict[str, Any], name: str, entry: str, problems: _Problems, shape: re.Pattern[str], example: str
+) -> tuple[str, ...]:
+    names = _names(table, name, entry, problems, required=False)
+    good = []
+    for value in names:
+        if shape.match(value):
+            good.append(value)
+        else:
+            problems.add(entry, f"{name}: {value!r} does not look like {example}")
+    return tuple(good)
+
+
+def _load_jurisdictions(
+    data: dict[str, Any], raw_participants: Mapping[str, tuple[str, str, Role]], problems: _Problems
+) -> dict[str, Jurisdiction]:
+    """[[jurisdictions]], one per member at most; identifiers two members declare are errors."""
+    found: dict[str, Jurisdiction] = {}
+    entries: dict[str, str] = {}
+    for i, table in enumerate(_table_list(data, "jurisdictions", problems)):
+        entry = _entry("jurisdictions", i, table.get("participant"))
+        before = len(problems.items)
+        _unknown_fields(table, _JURISDICTION_FIELDS, entry, problems)
+        code = _text(table, "participant", entry, problems)
+        if code is not None:
+            role = raw_participants[code][2] if code in raw_participants else None
+            if role is None:
+                problems.add(entry, f"participant {code} is not a participant")
+            elif role is not Role.MEMBER:
+                problems.add(
+                    entry, f"participant {code} has role {role.value!r}; only members publish records"
+                )
+            elif code in found or code in entries:
+                problems.add(entry, f"second [[jurisdictions]] entry for {code} (give one per participant)")
+        bodies = _checked_names(
+            table, "certification_bodies", entry, problems, re.compile(r"^\S.{0,63}$"), "an approval number"
+        )
+        authorities = _checked_names(
+            table, "cma_authorities", entry, problems, _CMA_AUTHORITY, 'a two-digit code such as "10"'
+        )
+        if NATIONAL_CMA_AUTHORITY in authorities:
+            problems.add(entry, 'cma_authorities: "00" is national (CNCA) and belongs to no participant')
+        labs = _checked_names(
+            table, "labs", entry, problems, _LAB_TEXT, 'a CMA number ("????10000102") or "CNAS L0326"'
+        )
+        prefixes = _checked_names(
+            table,
+            "assessor_prefixes",
+            entry,
+            problems,
+            _PREFIX_TEXT,
+            'a registration prefix such as "CMA-JS-"',
+        )
+        blocks: list[CertificateBlock] = []
+        raw_blocks = table.get("certificate_blocks", [])
+        if not isinstance(raw_blocks, list):
+            problems.add(entry, "certificate_blocks must be an array of tables")
+            raw_blocks = []
+        for n, raw in enumerate(raw_blocks):
+            block = _load_block(raw, f"{entry} certificate_blocks #{n + 1}", problems)
+            if block is not None:
+                if any(block.overlaps(b) for b in blocks):
+                    problems.add(entry, f"certificate_blocks #{n + 1} overlaps another block of {code}")
+                blocks.append(block)
+        if code is not None:
+            entries.setdefault(code, entry)
+        if len(problems.items) > before or code is None:
+            continue
+        found[code] = Jurisdiction(
+            certification_bodies=bodies,
+            cma_authorities=authorities,
+            labs=labs,
+            assessor_prefixes=prefixes,
+            certificate_blocks=tuple(blocks),
+        )
+    for code, problem in Jurisdictions(found).conflicts():
+        problems.add(entries[code], problem)
+    return found
+
+
+def _toml_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def jurisdiction_tables(participants: Mapping[str, Participant]) -> list[str]:
+    """The [[jurisdictions]] tables of ``participants``, as TOML that ``load_federation`` reads back.
+
+    For writers of derived federation files (``keygen.write_demo_federation``), so that a
+    copy keeps the jurisdictions of its template.
+    """
+
+    def names(values: tuple[str, ...]) -> str:
+        return "[" + ", ".join(_toml_string(v) for v in values) + "]"
+
+    parts = []
+    for code, p in participants.items():
+        j = p.jurisdiction
+        if j is None:
+            continue
+        lines = [
+            "[[jurisdictions]]",
+            f"participant = {_toml_string(code)}",
+            f"certification_bodies = {names(j.certification_bodies)}",
+            f"cma_authorities = {names(j.cma_authorities)}",
+            f"labs = {names(j.labs)}",
+            f"assessor_prefixes = {names(j.assessor_prefixes)}",
+            "certificate_blocks = [",
+        ]
+        for b in j.certificate_blocks:
+            length = f", length = {b.length}" if b.length is not None else ""
+            lines.append(
+                f"  {{ schemes = {names(tuple(sorted(b.schemes)))}, serial_at = {b.serial_at}, "
+                f"serial_digits = {b.serial_digits}, first = {b.first}, last = {b.last}{length} }},"
+            )
+        lines.append("]")
+        parts.append("\n".join(lines) + "\n")
+    return parts

@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from gateway.crypto.suites import PrivateKey, Suite
-from gateway.registry.federation import FEDERATION_FILE, Federation, load_federation
+from gateway.registry.federation import FEDERATION_FILE, Federation, jurisdiction_tables, load_federation
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ def _table(header: str, fields: list[tuple[str, str | int | date | tuple[str, ..
 
 
 def _federation_text(federation: Federation) -> list[str]:
-    """[federation], [[alliances]], [[participants]] and [[agreements]] of a loaded federation.
+    """[federation], [[alliances]], [[participants]], [[jurisdictions]], [[agreements]] of a federation.
 
     An alliance-wide agreement is written with its alliance; any other with its parties
     listed one by one (an "alliance:<code>" reference in the template was expanded when
@@ -261,6 +261,7 @@ def _federation_text(federation: Federation) -> list[str]:
                 [("code", p.code), ("name", p.name), ("name_en", p.name_en), ("role", p.role.value)],
             )
         )
+    parts += jurisdiction_tables(federation.participants)
     for ag in federation.agreements.values():
         fields: list[tuple[str, str | int | date | tuple[str, ...]]] = [("id", ag.id), ("name", ag.name)]
         if ag.alliance is not None:

@@ -31,6 +31,7 @@ from gateway.crypto.reads import (
 from gateway.domain.errors import PermissionDenied, ResourceExhausted, Unauthenticated
 from gateway.registry.federation import Federation, Participant, Role
 from gateway.services.errors import REQUEST_BYTES
+from gateway.tls import PeerIdentityError, peer_participant
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,16 @@ class Principal:
                 reason="OUTSIDE_SCOPE",
                 metadata={"principal": self.code},
             )
+
+
+def client_participant(context: Any) -> str | None:
+    """The participant of the call's client certificate (mutual TLS), or None without one."""
+    try:
+        return peer_participant(context)
+    except PeerIdentityError as err:
+        raise Unauthenticated(
+            f"the client certificate does not name one participant: {err}", reason="BAD_CLIENT_CERTIFICATE"
+        ) from None
 
 
 # Reads are signed for one call and one moment: far shorter than the submission window.
@@ -194,6 +205,14 @@ class ReadAuthenticator:
                 f"nonce {nonce} was already used within the last {window.total_seconds():.0f} s: "
                 "sign each read anew",
                 reason="REPLAYED_REQUEST",
+            )
+        peer = client_participant(context)
+        if peer is not None and peer != principal:
+            raise PermissionDenied(
+                f"the connection's client certificate is {peer}'s, but the read is signed by "
+                f"{principal[:16]}: each participant reads over its own certificate",
+                reason="CERTIFICATE_MISMATCH",
+                metadata={"certificate": peer, "principal": principal[:16]},
             )
         self._rates.take(principal)
         participant = self._federation.participants[key.owner]

@@ -22,7 +22,7 @@ from gateway.domain.records import ASSESSOR
 from gateway.ledger.front import Submitter
 from gateway.ledger.values import Accepted
 from gateway.pb import envelope_pb2, exchange_pb2, exchange_pb2_grpc, records_pb2
-from gateway.services.auth import ReadAuthenticator
+from gateway.services.auth import ReadAuthenticator, client_participant
 from gateway.services.errors import to_status
 from gateway.services.paging import bad_token, decode_token, encode_token, has_control_chars
 from gateway.store.reads import CertificateFilter, ReadStore, StoredCertificate
@@ -54,13 +54,13 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
     async def Submit(
         self, request: exchange_pb2.SubmitRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> exchange_pb2.SubmitResponse:
-        accepted = await self._submitter.submit(request.envelope)
+        accepted = await self._submitter.submit(request.envelope, peer=client_participant(context))
         return exchange_pb2.SubmitResponse(receipt=self._submitter.receipt(accepted))
 
     async def SubmitBatch(
         self, request: exchange_pb2.SubmitBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> exchange_pb2.SubmitBatchResponse:
-        results = await self._submitter.submit_batch(request.envelopes)
+        results = await self._submitter.submit_batch(request.envelopes, peer=client_participant(context))
         return exchange_pb2.SubmitBatchResponse(
             results=[self._stream_response(seq, result) for seq, result in enumerate(results)]
         )
@@ -75,7 +75,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
                 yield request.envelope
 
         sequence = 0
-        async for result in self._submitter.stream(envelopes()):
+        async for result in self._submitter.stream(envelopes(), peer=client_participant(context)):
             yield self._stream_response(sequence, result)
             sequence += 1
 

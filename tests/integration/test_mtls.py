@@ -19,7 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.client import AuditClient, GatewayClient
-from gateway.pb import registry_pb2
+from gateway.pb import exchange_pb2, registry_pb2
 from gateway.server import ConfigError, _server_tls, start_gateway
 from gateway.tls import ClientTls, PeerIdentityError, ServerTls, peer_participant
 from gateway.tls.issue import Issued, _leaf, init_ca, issue_client, issue_server
@@ -40,6 +40,7 @@ def pki() -> dict[str, Issued]:
         "server": issue_server(ca, hosts=["localhost", "127.0.0.1"]),
         "CN-JS": issue_client(ca, participant="CN-JS"),
         "YRD-SEC": issue_client(ca, participant="YRD-SEC"),
+        "CN-SH": issue_client(ca, participant="CN-SH"),
         "stranger": stranger,
         "CN-JS@stranger": issue_client(stranger, participant="CN-JS"),
         "anonymous": _leaf(
@@ -93,6 +94,41 @@ def test_a_participant_certificate_opens_the_gateway(
         gateway.address, principal="YRD-SEC", signer=signers["YRD-SEC"], tls=client_tls(pki, "YRD-SEC")
     ) as auditor:
         assert auditor.checkpoint().payload_type
+
+
+def test_the_certificate_must_be_the_senders_and_the_readers(
+    gateway_factory: Callable[..., Any],
+    mutual: ServerTls,
+    pki: dict[str, Issued],
+    signers: dict[str, Any],
+    certs_of: Callable[..., Any],
+    make_env: Callable[..., Any],
+    rpc_refusal: Callable[..., Any],
+) -> None:
+    gateway = gateway_factory(tls=mutual)
+    # Over CN-JS's certificate, a valid CN-SH envelope and a CN-SH-signed read are refused.
+    with GatewayClient(
+        gateway.address, sender="CN-SH", signer=signers["CN-SH"], tls=client_tls(pki, "CN-JS")
+    ) as sh:
+        env = make_env(certs_of("CN-SH")[0])
+        refusal = rpc_refusal(
+            lambda: sh.exchange.Submit(exchange_pb2.SubmitRequest(envelope=env), timeout=10),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "CERTIFICATE_MISMATCH",
+        )
+        assert (refusal.metadata["certificate"], refusal.metadata["sender"]) == ("CN-JS", "CN-SH")
+        outcomes = sh.submit_batch([env])
+        assert outcomes[0].refusal is not None and outcomes[0].refusal.reason == "CERTIFICATE_MISMATCH"
+        rpc_refusal(
+            lambda: list(sh.query_certificates()), grpc.StatusCode.PERMISSION_DENIED, "CERTIFICATE_MISMATCH"
+        )
+    assert gateway.store.exchange_count() == 0
+    # Over its own certificate, the same envelope is accepted.
+    with GatewayClient(
+        gateway.address, sender="CN-SH", signer=signers["CN-SH"], tls=client_tls(pki, "CN-SH")
+    ) as sh:
+        assert sh.submit(env).log_index == 0
+        assert list(sh.query_certificates())
 
 
 @pytest.mark.parametrize(

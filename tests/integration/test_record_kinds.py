@@ -217,7 +217,7 @@ def test_result_may_be_published_only_by_its_issuer(kind, client_for, sign, refu
 
 
 def test_stored_record_republished_under_another_issuer(client_for, sign, refused):
-    # A CMA qualification's key names no issuer, so the stored issuer decides.
+    # A CMA qualification's key names no issuer.
     lab = demo_lab_cma_certificates("CN-JS", today=REF)[0]
     client_for("CN-JS").publish(lab)
     key = f"certificate_status/CMA/{lab.certificate_number}"
@@ -229,18 +229,22 @@ def test_stored_record_republished_under_another_issuer(client_for, sign, refuse
         reason="越权暂停",
         effective_at=lab.effective_at,
     )
-    r = refused(client_for("CN-SH"), sign(claimed), Code.PERMISSION_DENIED, "NOT_ISSUER")
-    assert (r.metadata["issuer"], r.metadata["sender"]) == ("CN-JS", "CN-SH")
+    # The lab is declared for CN-JS in the federation file: refused before the stored
+    # issuer is consulted (an undeclared lab is still guarded by its stored issuer:
+    # tests/integration/test_jurisdiction.py).
+    r = refused(client_for("CN-SH"), sign(claimed), Code.PERMISSION_DENIED, "OUTSIDE_JURISDICTION")
+    assert (r.metadata["declared_for"], r.metadata["sender"]) == ("CN-JS", "CN-SH")
     view = client_for("CN-SH").get_record(key)
     assert (view.version, view.effective_state) == (1, CertState.VALID)
 
-    # Every other kind carries its issuer in the key: the same number under another
-    # issuer is another record, and the first stays untouched.
+    # Every other kind carries its issuer in the key, but a report naming a lab declared
+    # for another member is squatting: refused, and the original stays untouched.
+    # (tests/integration/test_jurisdiction.py: the same number with one's own lab is
+    # another record.)
     report = sample("test_report", "CN-JS")
     client_for("CN-JS").publish(report)
     own = dataclasses.replace(report, issuer="CN-SH")
-    receipt = client_for("CN-SH").publish(own)
-    assert receipt.record_key == f"test_report/CN-SH/{report.report_number}" != report.key
+    refused(client_for("CN-SH"), sign(own), Code.PERMISSION_DENIED, "OUTSIDE_JURISDICTION")
     assert decode(client_for("CN-SH").get_record(report.key)).header.sender == "CN-JS"
 
 

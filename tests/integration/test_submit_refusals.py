@@ -194,8 +194,10 @@ def test_stored_issuer_decides_who_may_publish(client_for, certs_of, make_env, r
     cert = certs_of("CN-JS")[0]
     client_for("CN-JS").publish(cert)
     claimed = dataclasses.replace(cert, issuer="CN-SH", version=2, state=CertState.SUSPENDED, reason="越权")
-    r = refused(client_for("CN-SH"), make_env(claimed), Code.PERMISSION_DENIED, "NOT_ISSUER")
-    assert r.metadata["issuer"] == "CN-JS" and r.metadata["sender"] == "CN-SH"
+    # The number is in Jiangsu's declared block: refused before the stored issuer is even
+    # consulted (keys/federation.toml [[jurisdictions]]).
+    r = refused(client_for("CN-SH"), make_env(claimed), Code.PERMISSION_DENIED, "OUTSIDE_JURISDICTION")
+    assert r.metadata["declared_for"] == "CN-JS" and r.metadata["sender"] == "CN-SH"
     view = client_for("CN-AH").get_certificate(cert.scheme, cert.certificate_number)
     assert (view.certificate.issuer, view.certificate.version) == ("CN-JS", 1)
     assert view.effective_state == CertState.VALID

@@ -29,7 +29,16 @@ def _reasons_sent() -> dict[str, str]:
     for path in sorted((ROOT / "gateway").rglob("*.py")):
         if "pb" in path.parts:
             continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        # Module constants such as OUTSIDE_JURISDICTION = "OUTSIDE_JURISDICTION".
+        constants = {
+            target.id: node.value.value
+            for node in tree.body
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+            for target in node.targets
+            if isinstance(target, ast.Name) and isinstance(node.value.value, str)
+        }
+        for node in ast.walk(tree):
             if not isinstance(node, ast.Call):
                 continue
             where = f"{path.relative_to(ROOT)}:{node.lineno}"
@@ -40,6 +49,8 @@ def _reasons_sent() -> dict[str, str]:
                 # reasons are UPPER_SNAKE_CASE constants (or a choice between two).
                 for value in ast.walk(kw.value):
                     text = value.value if isinstance(value, ast.Constant) else None
+                    if isinstance(value, ast.Name):
+                        text = constants.get(value.id)
                     if isinstance(text, str) and REASON.fullmatch(text):
                         found.setdefault(text, where)
             name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
