@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from gateway.crypto.dsse import RECEIPT_PAYLOAD_TYPE, sign_envelope
 from gateway.crypto.suites import PrivateKey
@@ -34,6 +35,10 @@ MAX_BATCH_BYTES = 16 * 1024 * 1024
 # Streams: envelopes handed to the writer together, and chunks in flight per stream.
 # Beyond the window the gateway stops reading and HTTP/2 flow control pushes back.
 STREAM_CHUNK = 256
+# A batch is verified and its receipts signed in up to this many pool threads, at least
+# this many envelopes each.
+PARALLEL_PARTS = 4
+PARALLEL_MIN = 128
 STREAM_CHUNKS_IN_FLIGHT = 4
 
 Result = Accepted | MrxError
@@ -140,9 +145,30 @@ class Submitter:
                 reason="EMPTY_BATCH",
                 violations=[FieldViolation("envelopes", "at least one envelope required")],
             )
-        loop = asyncio.get_running_loop()
-        verified = await loop.run_in_executor(self._executor, self._verify_all, envelopes, peer)
+        verified = await self._in_parallel(lambda part: self._verify_all(part, peer), list(envelopes))
         return await self._commit(verified)
+
+    async def receipts(self, results: Sequence[Result]) -> list[envelope_pb2.Envelope | MrxError]:
+        """Sign the receipts of a batch's results in the pool (a refusal stays a refusal)."""
+
+        def sign(part: list[Result]) -> list[envelope_pb2.Envelope | MrxError]:
+            return [r if isinstance(r, MrxError) else self.receipt(r) for r in part]
+
+        return await self._in_parallel(sign, list(results))
+
+    async def _in_parallel(self, fn: Callable[[list[Any]], list[Any]], items: list[Any]) -> list[Any]:
+        """``fn`` over ``items`` in up to 4 pool threads: signature work releases the GIL, so
+        one large batch uses more than one core."""
+        loop = asyncio.get_running_loop()
+        parts = max(1, min(PARALLEL_PARTS, len(items) // PARALLEL_MIN))
+        size = -(-len(items) // parts)
+        done = await asyncio.gather(
+            *(
+                loop.run_in_executor(self._executor, fn, items[i : i + size])
+                for i in range(0, len(items), size)
+            )
+        )
+        return [x for part in done for x in part]
 
     @property
     def open_streams(self) -> int:

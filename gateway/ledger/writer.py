@@ -13,7 +13,7 @@ in the order sent, so a stream's order holds.
 Protocol (pickled tuples):
   front -> writer  ("batch", [(chunk_id, [Staged, ...]), ...]) | ("stop",)
   writer -> front  ("ready", pid) | ("fatal", message)
-                   ("done", [(chunk_id, [Outcome, ...]), ...])
+                   ("done", [(chunk_id, [Outcome, ...]), ...], commit number)
                    ("failed", [chunk_id, ...], reason) | ("stopped",)
 
 Nothing is acknowledged before its transaction commits. If the writer dies, every chunk
@@ -62,6 +62,7 @@ def serve(conns: Sequence[Connection], store: WriteStore, options: WriterOptions
     ledger = Ledger()
     open_conns = list(conns)
     failures = 0
+    commits = itertools.count(1)
     while open_conns:
         ready = _wait(open_conns, None)
         work: list[tuple[Connection, list[Chunk]]] = []
@@ -96,7 +97,7 @@ def serve(conns: Sequence[Connection], store: WriteStore, options: WriterOptions
             while end < len(work) and (end == start or size + _size(work[end][1]) <= options.max_items):
                 size += _size(work[end][1])
                 end += 1
-            failures = _commit(store, ledger, work[start:end], failures)
+            failures = _commit(store, ledger, work[start:end], failures, next(commits))
             start = end
         for conn in stopping:
             _send(conn, ("stopped",))
@@ -113,7 +114,7 @@ def _size(chunks: list[Chunk]) -> int:
 
 
 def _commit(
-    store: WriteStore, ledger: Ledger, work: list[tuple[Connection, list[Chunk]]], failures: int
+    store: WriteStore, ledger: Ledger, work: list[tuple[Connection, list[Chunk]]], failures: int, number: int
 ) -> int:
     items = [item for _, chunks in work for _, chunk in chunks for item in chunk]
     try:
@@ -139,7 +140,7 @@ def _commit(
         for cid, chunk in chunks:
             answer.append((cid, outcomes[pos : pos + len(chunk)]))
             pos += len(chunk)
-        _send(conn, ("done", answer))
+        _send(conn, ("done", answer, number))
     return 0
 
 
@@ -198,6 +199,7 @@ class WriterClient:
         # Answered commits and the submissions in them (a commit answers several chunks).
         self.commits = 0
         self.committed = 0
+        self._last_commit = 0
         self._sender = threading.Thread(target=self._send_loop, name="mrx-writer-send", daemon=True)
         self._receiver = threading.Thread(target=self._recv_loop, name="mrx-writer-recv", daemon=True)
 
@@ -262,7 +264,9 @@ class WriterClient:
                 self._die("the writer process exited")
                 return
             if msg[0] == "done":
-                self.commits += 1
+                if msg[2] != self._last_commit:  # one answer per message; count transactions
+                    self.commits += 1
+                    self._last_commit = msg[2]
                 self.committed += sum(len(outcomes) for _, outcomes in msg[1])
                 for cid, outcomes in msg[1]:
                     self._resolve(cid, outcomes, None)

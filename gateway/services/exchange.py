@@ -61,8 +61,14 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
         self, request: exchange_pb2.SubmitBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> exchange_pb2.SubmitBatchResponse:
         results = await self._submitter.submit_batch(request.envelopes, peer=client_participant(context))
+        signed = await self._submitter.receipts(results)
         return exchange_pb2.SubmitBatchResponse(
-            results=[self._stream_response(seq, result) for seq, result in enumerate(results)]
+            results=[
+                exchange_pb2.SubmitStreamResponse(sequence=seq, error=to_status(item))
+                if isinstance(item, MrxError)
+                else exchange_pb2.SubmitStreamResponse(sequence=seq, receipt=item)
+                for seq, item in enumerate(signed)
+            ]
         )
 
     async def SubmitStream(

@@ -22,8 +22,11 @@ from gateway.audit.merkle import NodeId
 from gateway.domain.records import Record
 from gateway.store.rows import current_values
 
-# Arbitrary but fixed: the advisory lock that elects the appender on PostgreSQL.
+# Arbitrary but fixed: the advisory lock that elects the appender on PostgreSQL. Advisory
+# locks are database-wide, so the key includes the schema: gateways on different schemas
+# of one database (test runs, staging beside production) do not wait for each other.
 LOG_LOCK_ID = 7262002
+LOG_LOCK_SQL = f"SELECT pg_advisory_xact_lock({LOG_LOCK_ID}, hashtext(current_schema()))"
 
 
 class LogEntry(NamedTuple):

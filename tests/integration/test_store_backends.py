@@ -22,7 +22,7 @@ from gateway.pb import exchange_pb2
 from gateway.store.engine import StoreError, open_engines
 from gateway.store.reads import ReadStore
 from gateway.store.schema import SCHEMA_VERSION, exchanges, schema_info
-from gateway.store.writes import LOG_LOCK_ID
+from gateway.store.writes import LOG_LOCK_SQL
 
 Code = grpc.StatusCode
 
@@ -49,7 +49,7 @@ def holding_the_log_lock(database_url):
         engine = create_engine(database_url)
         try:
             with engine.connect() as conn, conn.begin():
-                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOG_LOCK_ID})
+                conn.execute(text(LOG_LOCK_SQL))
                 yield
         finally:
             engine.dispose()
