@@ -21,6 +21,17 @@ Code = grpc.StatusCode
 SERVICE = "/mrx.v1.ExchangeService/"
 
 
+def sh_query_metadata(signers, clock, request):
+    """CN-SH's signature metadata for one QueryCertificates call with ``request``."""
+    return sign_read(
+        signer=signers["CN-SH"],
+        principal="CN-SH",
+        method=SERVICE + "QueryCertificates",
+        request=request,
+        now=clock.now,
+    )
+
+
 def raw_call(address: str, method: str, body: bytes, metadata=()):
     """A call with the exact request bytes given (no protobuf library in between)."""
     with grpc.insecure_channel(address) as channel:
@@ -49,13 +60,7 @@ def test_every_read_needs_a_signature(method, request_, gateway, client_for, rpc
 def test_a_signed_read_cannot_be_replayed(gateway, client_for, signers, clock, rpc_refusal):
     reader = client_for("CN-SH")
     request = exchange_pb2.QueryCertificatesRequest()
-    md = sign_read(
-        signer=signers["CN-SH"],
-        principal="CN-SH",
-        method=SERVICE + "QueryCertificates",
-        request=request,
-        now=clock.now,
-    )
+    md = sh_query_metadata(signers, clock, request)
     reader.exchange.QueryCertificates(request, metadata=md, timeout=30)
     rpc_refusal(
         lambda: reader.exchange.QueryCertificates(request, metadata=md, timeout=30),
@@ -70,24 +75,12 @@ def test_the_signature_covers_the_bytes_sent_not_a_re_encoding(gateway, signers,
     # written out. A gateway re-encoding the parsed message would hash other bytes.
     explicit = canonical + b"\x18\x00"
     assert exchange_pb2.QueryCertificatesRequest.FromString(explicit).SerializeToString() == canonical
-    md = sign_read(
-        signer=signers["CN-SH"],
-        principal="CN-SH",
-        method=SERVICE + "QueryCertificates",
-        request=explicit,
-        now=clock.now,
-    )
+    md = sh_query_metadata(signers, clock, explicit)
     response = exchange_pb2.QueryCertificatesResponse.FromString(
         raw_call(gateway.address, "QueryCertificates", explicit, md)
     )
     assert response.next_page_token == ""
-    md2 = sign_read(
-        signer=signers["CN-SH"],
-        principal="CN-SH",
-        method=SERVICE + "QueryCertificates",
-        request=explicit,
-        now=clock.now,
-    )
+    md2 = sh_query_metadata(signers, clock, explicit)
     rpc_refusal(
         lambda: raw_call(gateway.address, "QueryCertificates", canonical, md2),
         Code.UNAUTHENTICATED,
@@ -146,13 +139,7 @@ def test_assessor_records_are_personal_data(gateway, client_for, clock, rpc_refu
 
 def test_refusals_do_not_echo_unbounded_input(gateway, client_for, signers, clock):
     request = exchange_pb2.QueryCertificatesRequest()
-    md = sign_read(
-        signer=signers["CN-SH"],
-        principal="CN-SH",
-        method=SERVICE + "QueryCertificates",
-        request=request,
-        now=clock.now,
-    )
+    md = sh_query_metadata(signers, clock, request)
     md = [(k, "K" * 5_000 if k == "x-mrx-keyid" else v) for k, v in md]
     with pytest.raises(grpc.RpcError) as info:
         client_for("CN-SH").exchange.QueryCertificates(request, metadata=md, timeout=30)
