@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import multiprocessing.connection
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.crypto.suites import PrivateKey, Suite
 from gateway.registry.federation import FederationError, load_federation
@@ -41,13 +43,16 @@ def default_private_dir() -> Path:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from gateway.ledger.writer import WriterOptions
-    from gateway.server import start_gateway
+    from gateway.server import ConfigError, start_gateway
 
     federation = load_federation(args.federation)
     key = PrivateKey.load(args.gateway_key, keyid=args.gateway_keyid)
     tls = _server_tls(args)
     url = resolve_database_url(args.database)
+    if args.fronts < 1:
+        raise ConfigError("--fronts must be at least 1")
     engines = open_engines(url)
+    fronts: list[Any] = []
     with _address_line_first():
         gateway = start_gateway(
             federation=federation,
@@ -58,20 +63,29 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             tls=tls,
             checkpoint_interval=args.checkpoint_interval,
             writer_options=WriterOptions(delay=max(args.commit_delay, 0.0) / 1000),
+            extra_fronts=args.fronts - 1,
         )
+        host = args.address.rsplit(":", 1)[0]
+        fronts = _start_fronts(args, url, f"{host}:{gateway.port}", gateway)
 
         def _stop(signum: int, frame: FrameType | None) -> None:
             print("stopping: draining in-flight submissions", flush=True)
+            for front in fronts:
+                front.terminate()  # SIGTERM: each drains like this one
             gateway.stop(grace=10.0)
+            for front in fronts:
+                front.join(15)
 
         # In place before the address line announces readiness: a SIGTERM right after it drains.
         signal.signal(signal.SIGINT, _stop)
         signal.signal(signal.SIGTERM, _stop)
-        host = args.address.rsplit(":", 1)[0]
         print(
             f"mrx gateway serving on {host}:{gateway.port} ({engines.dialect}, federation "
             f"{federation.name!r}, {len(federation.participants)} participants, writer pid "
-            f"{gateway.writer.pid}, {tls.describe() if tls else 'plaintext'}); Ctrl-C to stop",
+            f"{gateway.writer.pid}, {tls.describe() if tls else 'plaintext'}, {args.fronts} front "
+            f"process{'es' if args.fronts > 1 else ''}"
+            + (f" (more: pids {', '.join(str(f.pid) for f in fronts)})" if fronts else "")
+            + "); Ctrl-C to stop",
             flush=True,
         )
     gateway.wait()
@@ -80,6 +94,46 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"mrx serve: {gateway.failure}; stopped", file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+def _start_fronts(args: argparse.Namespace, url: str, address: str, gateway: Any) -> list[Any]:
+    """Start ``--fronts`` - 1 more front processes on the same port and writer, and watch
+    them: if one dies, the gateway stops and says why (its supervisor restarts it)."""
+    from gateway.ledger.writer import front_context
+    from gateway.server import FrontSpec, run_front
+
+    spec = FrontSpec(
+        federation_dir=args.federation,
+        gateway_key=args.gateway_key,
+        gateway_keyid=args.gateway_keyid,
+        database_url=url,
+        address=address,
+        workers=args.workers,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        log_level=logging.getLogger().getEffectiveLevel(),
+    )
+    fronts = []
+    for conn in gateway.writer.extra:
+        front = front_context().Process(target=run_front, args=(conn, spec), name="mrx-front", daemon=True)
+        front.start()
+        conn.close()  # the front holds it now
+        fronts.append(front)
+
+    def watch() -> None:
+        ended = multiprocessing.connection.wait([f.sentinel for f in fronts])
+        if not ended or gateway.stopping:
+            return
+        dead = next(f for f in fronts if f.sentinel in ended)
+        dead.join(1)
+        gateway.front_died(f"front process {dead.pid} exited with code {dead.exitcode}")
+        for front in fronts:
+            front.terminate()
+
+    if fronts:
+        threading.Thread(target=watch, name="mrx-fronts", daemon=True).start()
+    return fronts
 
 
 @contextlib.contextmanager
@@ -521,6 +575,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=8,
         help="threads for reads and for verifying batches (default %(default)s)",
+    )
+    serve.add_argument(
+        "--fronts",
+        type=int,
+        default=1,
+        help="front processes sharing the port and one writer (default %(default)s; more where cores allow)",
     )
     serve.add_argument(
         "--checkpoint-interval",

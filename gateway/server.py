@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -152,12 +155,25 @@ class Gateway:
     def set_serving(self, serving: bool) -> None:
         self._call(self._set_health(serving), timeout=5)
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping or self._stopped.is_set()
+
+    def front_died(self, why: str) -> None:
+        """Another front process of this gateway died: stop, and say why."""
+        self._fail(why)
+
     def writer_died(self, why: str) -> None:
         """The writer is gone: stop accepting, say why, and (by default) stop serving."""
+        self._fail(f"the gateway's writer stopped: {why}")
+
+    def _fail(self, failure: str) -> None:
         if self._stopped.is_set() or self.failure is not None:
             return
-        self.failure = f"the gateway's writer stopped: {why}"
-        log.error("%s; submissions are refused with UNAVAILABLE and the gateway stops", self.failure)
+        self.failure = failure
+        log.error(
+            "%s; health is NOT_SERVING and the gateway stops (its supervisor should restart it)", self.failure
+        )
         try:
             self.set_serving(False)
         except Exception:
@@ -255,6 +271,8 @@ def start_gateway(
     read_limits: ReadLimits | None = None,
     health_interval: float = 1.0,
     stream_limits: StreamLimits | None = None,
+    extra_fronts: int = 0,
+    writer_conn: Connection | None = None,
 ) -> Gateway:
     """Start serving; ``tls`` is a ``ServerTls`` (with ``client_ca``: mutual TLS), or the
     older (certificate chain PEM, private key PEM) pair for server-only TLS, or None for
@@ -263,6 +281,9 @@ def start_gateway(
     ``workers`` threads run the reads and verify batches and streams; submissions are
     served on the asyncio loop. ``writer_mode`` "process" (the default and production
     setting) runs the writer in its own process; "thread" runs the same loop in a thread.
+    ``extra_fronts``: pipes for that many more front processes (``run_front``), which
+    share the port (SO_REUSEPORT) and this writer; ``writer_conn``: serve as such a front,
+    attached to another process's writer (no checkpoint job of its own).
     """
     check_gateway_key(federation, gateway_key)
     server_tls = _server_tls(address, tls)
@@ -272,7 +293,14 @@ def start_gateway(
         if holder:
             holder[0].writer_died(why)
 
-    writer = Writer(engines.url, options=writer_options, mode=writer_mode, on_death=on_death)
+    writer = Writer(
+        engines.url,
+        options=writer_options,
+        mode="attached" if writer_conn is not None else writer_mode,
+        on_death=on_death,
+        extra_pipes=extra_fronts,
+        conn=writer_conn,
+    )
     client = writer.start()
     verifier = Verifier(federation=federation, clock=clock, limits=limits, pt_boundaries=pt_boundaries)
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mrx-rpc")
@@ -302,7 +330,7 @@ def start_gateway(
             interceptors=[ErrorInterceptor(executor)],
             options=[
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", 1 if extra_fronts or writer_conn is not None else 0),
             ],
         )
         exchange_pb2_grpc.add_ExchangeServiceServicer_to_server(
@@ -361,7 +389,8 @@ def start_gateway(
         loop.call_soon_threadsafe(loop.stop)
         executor.shutdown(wait=False)
         raise
-    checkpointer.start()
+    if writer_conn is None:  # one checkpoint job per gateway, in its first front
+        checkpointer.start()
     log.info(
         "mrx gateway listening on port %d (%s, writer %s, %s)",
         port,
@@ -388,3 +417,47 @@ def start_gateway(
     if writer.client is not None and writer.client.closed_reason is not None:
         gateway.writer_died(writer.client.closed_reason)
     return gateway
+
+
+@dataclass(frozen=True)
+class FrontSpec:
+    """What a further front process needs to serve (``mrx serve --fronts N``): paths and
+    plain values only, so it crosses the process boundary."""
+
+    federation_dir: Path
+    gateway_key: Path
+    gateway_keyid: str
+    database_url: str
+    address: str  # host:port already bound by the first front (SO_REUSEPORT)
+    workers: int
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    log_level: int = logging.INFO
+
+
+def run_front(conn: Connection, spec: FrontSpec) -> None:
+    """Entry point of a further front process: the same server, attached to the writer of
+    the first front's process through ``conn``; stops on SIGTERM or when the writer goes."""
+    from gateway.registry.federation import load_federation
+    from gateway.store.engine import open_engines
+
+    logging.basicConfig(level=spec.log_level, format="%(asctime)s %(levelname)s mrx-front %(message)s")
+    tls = (
+        ServerTls(cert_chain=spec.tls_cert, key=spec.tls_key, client_ca=spec.tls_client_ca)
+        if spec.tls_cert is not None and spec.tls_key is not None
+        else None
+    )
+    engines = open_engines(spec.database_url)
+    gateway = start_gateway(
+        federation=load_federation(spec.federation_dir),
+        engines=engines,
+        gateway_key=PrivateKey.load(spec.gateway_key, keyid=spec.gateway_keyid),
+        address=spec.address,
+        workers=spec.workers,
+        tls=tls,
+        writer_conn=conn,
+    )
+    signal.signal(signal.SIGTERM, lambda signum, frame: gateway.stop(grace=10.0))
+    gateway.wait()
+    engines.dispose()

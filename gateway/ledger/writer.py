@@ -326,9 +326,14 @@ class Writer:
         options: WriterOptions | None = None,
         mode: str = "process",
         on_death: Callable[[str], None] = lambda why: None,
+        extra_pipes: int = 0,
+        conn: Connection | None = None,
     ):
-        if mode not in ("process", "thread"):
-            raise ValueError(f"writer mode must be process or thread, not {mode!r}")
+        """``mode``: "process", "thread", or "attached" to a writer another process started
+        (``conn``: one of its pipe ends, from ``Writer.extra``)."""
+        if mode not in ("process", "thread", "attached") or (mode == "attached") != (conn is not None):
+            raise ValueError(f"writer mode must be process, thread or attached (with conn), not {mode!r}")
+        self._conn = conn
         self.mode = mode
         self._url = url
         self._options = options or WriterOptions()
@@ -336,22 +341,33 @@ class Writer:
         self.process: multiprocessing.process.BaseProcess | None = None
         self._thread: threading.Thread | None = None
         self.client: WriterClient | None = None
+        self._extra_pipes = extra_pipes
+        # Pipe ends for other front processes (``mrx serve --fronts N``), each to be
+        # wrapped in its own WriterClient there.
+        self.extra: list[Connection] = []
 
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
     def start(self) -> WriterClient:
-        ours, theirs = multiprocessing.Pipe(duplex=True)
-        args = ([theirs], self._url, self._options, logging.getLogger().getEffectiveLevel())
+        if self._conn is not None:
+            self.client = WriterClient(self._conn, on_death=self._died)
+            self.client.start()
+            return self.client
+        pairs = [multiprocessing.Pipe(duplex=True) for _ in range(1 + self._extra_pipes)]
+        ours = pairs[0][0]
+        args = ([t for _, t in pairs], self._url, self._options, logging.getLogger().getEffectiveLevel())
         if self.mode == "process":
             ctx = _context()
             self.process = ctx.Process(target=writer_main, args=args, name="mrx-writer", daemon=True)
             self.process.start()
-            theirs.close()  # so the receiver sees EOF when the writer dies
+            for _, t in pairs:
+                t.close()  # so each receiver sees EOF when the writer dies
         else:
             self._thread = threading.Thread(target=writer_main, args=args, name="mrx-writer", daemon=True)
             self._thread.start()
+        self.extra = [o for o, _ in pairs[1:]]
         self.client = WriterClient(ours, on_death=self._died)
         try:
             self.client.start()
@@ -381,6 +397,11 @@ class Writer:
         if self.process is not None and self.process.is_alive():
             self.process.kill()
             self.process.join(5)
+
+
+def front_context() -> Any:
+    """The multiprocessing context further front processes start from (see _context)."""
+    return _context()
 
 
 _CTX: Any = None
