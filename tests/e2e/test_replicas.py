@@ -12,6 +12,7 @@ checkpoint jobs can never store one size twice (the loser's insert does nothing)
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import signal
 import subprocess
@@ -277,7 +278,7 @@ def test_two_replicas_on_one_postgresql_keep_one_linear_log(
             f"checkpoint {c.tree_size}: not the stored leaves"
         )
     with AuditStore(engines).snapshot() as audit:
-        for old, new in zip(stored_checkpoints, stored_checkpoints[1:], strict=False):
+        for old, new in itertools.pairwise(stored_checkpoints):
             proof = audit.consistency_proof(old.tree_size, new.tree_size)
             assert verify_consistency(old.tree_size, new.tree_size, old.root_hash, new.root_hash, proof), (
                 old.tree_size,
