@@ -88,13 +88,13 @@ class Load:
     def __init__(self, stub):
         self.stub = stub
         self.lock = threading.Lock()
-        # (start, end, envelope digest, code name or "OK", signed receipt or None)
-        self.answers: list[tuple[float, float, bytes, str, envelope_pb2.Envelope | None]] = []
+        # (start, end, envelope digest, code name or "OK", signed receipt or None, "unary" | "stream")
+        self.answers: list[tuple[float, float, bytes, str, envelope_pb2.Envelope | None, str]] = []
         self.stop = threading.Event()
 
-    def note(self, began: float, digest: bytes, code: str, receipt=None) -> None:
+    def note(self, began: float, digest: bytes, code: str, receipt=None, how: str = "unary") -> None:
         with self.lock:
-            self.answers.append((began, time.monotonic(), digest, code, receipt))
+            self.answers.append((began, time.monotonic(), digest, code, receipt, how))
 
     def receipts(self) -> int:
         with self.lock:
@@ -132,11 +132,11 @@ class Load:
                     env = batch[response.sequence]
                     if response.HasField("receipt"):
                         done.add(response.sequence)
-                        self.note(began, _digest(env), "OK", response.receipt)
+                        self.note(began, _digest(env), "OK", response.receipt, "stream")
                     else:
-                        self.note(began, _digest(env), _code_name(response.error.code))
+                        self.note(began, _digest(env), _code_name(response.error.code), how="stream")
             except grpc.RpcError as err:
-                self.note(began, b"", f"stream {err.code().name}")
+                self.note(began, b"", err.code().name, how="stream")
             retry = [env for i, env in enumerate(batch) if i not in done]
             if retry:
                 time.sleep(RETRY_AFTER)
@@ -241,7 +241,8 @@ def test_postgresql_restart_under_load_is_unavailable_then_recovers_losing_nothi
     assert probe_codes and set(probe_codes) == {"UNAVAILABLE"}, probe_codes
     during = [a for a in load.answers if a[0] >= down_at and a[1] <= up_from]
     assert {a[3] for a in during} <= {"UNAVAILABLE"}, sorted({a[3] for a in during})
-    assert any(a[3] == "UNAVAILABLE" for a in during), "the load saw no outage"
+    for how in ("unary", "stream"):
+        assert any(a[3] == "UNAVAILABLE" and a[5] == how for a in during), f"no {how} call saw the outage"
     # Anything but a receipt or UNAVAILABLE, at any time, is a bug.
     assert {a[3] for a in load.answers} <= {"OK", "UNAVAILABLE"}, sorted({a[3] for a in load.answers})
 
@@ -262,7 +263,7 @@ def test_postgresql_restart_under_load_is_unavailable_then_recovers_losing_nothi
     by_index = {r.log_index: r for r in rows}
     given = [a for a in load.answers if a[3] == "OK"]
     assert {a[2] for a in given} == {_digest(env) for env in loaded}
-    for _, _, digest, _, receipt_env in given:
+    for _, _, digest, _, receipt_env, _ in given:
         receipt = envelope_pb2.Receipt.FromString(receipt_env.payload)
         row = by_index[receipt.log_index]
         assert (row.envelope_sha256, row.receipt) == (digest, receipt_env.payload)
@@ -272,4 +273,3 @@ def test_postgresql_restart_under_load_is_unavailable_then_recovers_losing_nothi
         f"{to_receipt:.2f} s after the database came back; {len(rows)} entries, "
         f"{sum(1 for a in load.answers if a[3] == 'UNAVAILABLE')} UNAVAILABLE answers"
     )
-    print(output)
