@@ -85,12 +85,12 @@ def _wait_for(predicate, seconds: float) -> float | None:
 class Load:
     """Client threads that retry every envelope until it has a receipt; every answer noted."""
 
-    def __init__(self, stub):
+    def __init__(self, stub, stop: threading.Event):
         self.stub = stub
         self.lock = threading.Lock()
         # (start, end, envelope digest, code name or "OK", signed receipt or None, "unary" | "stream")
         self.answers: list[tuple[float, float, bytes, str, envelope_pb2.Envelope | None, str]] = []
-        self.stop = threading.Event()
+        self.stop = stop
 
     def note(self, began: float, digest: bytes, code: str, receipt=None, how: str = "unary") -> None:
         with self.lock:
@@ -169,6 +169,7 @@ def test_postgresql_restart_under_load_is_unavailable_then_recovers_losing_nothi
         text=True,
     )  # fmt: skip
     pg_running = True
+    stop_load = threading.Event()  # set if the test fails midway: the clients stop retrying
     try:
         line = ""
         deadline = time.monotonic() + 30
@@ -183,9 +184,9 @@ def test_postgresql_restart_under_load_is_unavailable_then_recovers_losing_nothi
         health = health_pb2_grpc.HealthStub(channel)
         assert _wait_for(lambda: _health(health) == SERVING, 10) is not None
 
-        load = Load(stub)
-        threads = [threading.Thread(target=load.unary, args=(p,)) for p in unary_parts]
-        threads.append(threading.Thread(target=load.stream, args=(stream_part,)))
+        load = Load(stub, stop_load)
+        threads = [threading.Thread(target=load.unary, args=(p,), daemon=True) for p in unary_parts]
+        threads.append(threading.Thread(target=load.stream, args=(stream_part,), daemon=True))
         for t in threads:
             t.start()
         assert _wait_for(lambda: load.receipts() >= 40, 30) is not None
@@ -221,6 +222,7 @@ def test_postgresql_restart_under_load_is_unavailable_then_recovers_losing_nothi
         assert not any(t.is_alive() for t in threads), "the load did not finish after the database came back"
         channel.close()
     finally:
+        stop_load.set()
         if not pg_running:
             with contextlib.suppress(subprocess.CalledProcessError):
                 throwaway_postgres.start()
