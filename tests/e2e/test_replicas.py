@@ -158,7 +158,7 @@ def test_two_replicas_on_one_postgresql_keep_one_linear_log(
         def requests():
             for env in part:
                 yield exchange_pb2.SubmitRequest(envelope=env)
-                time.sleep(0.03)
+                time.sleep(0.08)  # 40 items: the stream stays open for over 3 s
 
         start.wait()
         try:
@@ -211,7 +211,6 @@ def test_two_replicas_on_one_postgresql_keep_one_linear_log(
     outputs = ["".join(r.lines) for r in replicas]
     assert codes == [0, 0], outputs
     assert not errors, errors[:10]
-    assert elapsed > 1.5, "the load must span several checkpoint intervals"
 
     # The same envelope at both replicas: one entry, one receipt, the same at both.
     for n, env in enumerate(both):
@@ -261,7 +260,9 @@ def test_two_replicas_on_one_postgresql_keep_one_linear_log(
     # Checkpoints: stored during the load by both replicas' jobs, each size once (primary key).
     assert pk == ["tree_size"]
     sizes = [c.tree_size for c in stored_checkpoints]
-    assert len(sizes) >= 3, f"checkpoints every 0.5 s over {elapsed:.1f} s: {sizes}"
+    assert len([s for s in sizes if s < len(rows)]) >= 3, (
+        f"checkpoints every 0.5 s over {elapsed:.1f} s: {sizes}"
+    )
     assert len(set(sizes)) == len(sizes)
     assert sizes[-1] == len(rows), "the last checkpoint (on shutdown) covers the whole log"
     gateway_keys = {
@@ -284,6 +285,7 @@ def test_two_replicas_on_one_postgresql_keep_one_linear_log(
                 old.tree_size,
                 new.tree_size,
             )
+    print(f"{len(rows)} entries in {elapsed:.1f} s at two replicas; checkpoints at sizes {sizes}")  # with -s
     # A replica racing for a size already stored does nothing.
     last = stored_checkpoints[-1]
     assert not CheckpointStore(engines).add(
