@@ -29,7 +29,7 @@ from sqlalchemy import inspect, select
 
 from gateway.audit.merkle import EMPTY_ROOT, leaf_hash, node_hash, verify_consistency
 from gateway.audit.watch import open_checkpoint
-from gateway.client import make_submission
+from gateway.client import make_submission, verify_receipt
 from gateway.crypto.suites import PrivateKey
 from gateway.domain.demo_data import demo_certificates
 from gateway.pb import envelope_pb2, exchange_pb2, exchange_pb2_grpc
@@ -247,11 +247,16 @@ def test_two_replicas_on_one_postgresql_keep_one_linear_log(
     refused = [r for r in rows if r.outcome != ACCEPTED]
     assert sorted(r.reason for r in refused) == ["MESSAGE_ID_REUSED"] * len(reused)
 
-    # Every receipt names its envelope under a log index of its own.
+    # Every receipt is signed by the gateway key and names its envelope under a log index of its own.
+    gateway_keys = {
+        keyid: rec.public_key
+        for keyid, rec in load_federation(federation_dir).keys.items()
+        if keyid == "MRX-GW/demo"
+    }
     assert len(receipts) == len(envelopes) + len(reused)
     seen: dict[int, bytes] = {}
     for digest, receipt_env in receipts:
-        receipt = envelope_pb2.Receipt.FromString(receipt_env.payload)
+        receipt = verify_receipt(receipt_env, gateway_keys)
         assert seen.setdefault(receipt.log_index, digest) == digest, f"index {receipt.log_index} given twice"
         row = by_index[receipt.log_index]
         assert (row.envelope_sha256, row.receipt) == (digest, receipt_env.payload)
@@ -265,11 +270,6 @@ def test_two_replicas_on_one_postgresql_keep_one_linear_log(
     )
     assert len(set(sizes)) == len(sizes)
     assert sizes[-1] == len(rows), "the last checkpoint (on shutdown) covers the whole log"
-    gateway_keys = {
-        keyid: rec.public_key
-        for keyid, rec in load_federation(federation_dir).keys.items()
-        if keyid == "MRX-GW/demo"
-    }
     leaf_hashes = [leaf_hash(r.leaf) for r in rows]
     origin = f"{load_federation(federation_dir).name}/exchange-log"
     for c in stored_checkpoints:
