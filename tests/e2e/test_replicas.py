@@ -27,7 +27,7 @@ import grpc
 import pytest
 from sqlalchemy import inspect, select
 
-from gateway.audit.merkle import EMPTY_ROOT, leaf_hash, node_hash, verify_consistency
+from gateway.audit.merkle import EMPTY_ROOT, leaf_hash, node_hash, verify_consistency, verify_inclusion
 from gateway.audit.watch import open_checkpoint
 from gateway.client import make_submission, verify_receipt
 from gateway.crypto.suites import PrivateKey
@@ -278,6 +278,7 @@ def test_two_replicas_on_one_postgresql_keep_one_linear_log(
         assert c.root_hash == _mth(leaf_hashes[: c.tree_size]), (
             f"checkpoint {c.tree_size}: not the stored leaves"
         )
+    last_size, last_root = stored_checkpoints[-1].tree_size, stored_checkpoints[-1].root_hash
     with AuditStore(engines).snapshot() as audit:
         for old, new in itertools.pairwise(stored_checkpoints):
             proof = audit.consistency_proof(old.tree_size, new.tree_size)
@@ -285,6 +286,11 @@ def test_two_replicas_on_one_postgresql_keep_one_linear_log(
                 old.tree_size,
                 new.tree_size,
             )
+        # And every receipt's entry is in the last checkpoint's tree (every 7th: one query each).
+        for _, receipt_env in receipts[::7]:
+            index = envelope_pb2.Receipt.FromString(receipt_env.payload).log_index
+            proof = audit.inclusion_proof(index, last_size)
+            assert verify_inclusion(leaf_hashes[index], index, last_size, proof, last_root), index
     print(f"{len(rows)} entries in {elapsed:.1f} s at two replicas; checkpoints at sizes {sizes}")  # with -s
     # A replica racing for a size already stored does nothing.
     last = stored_checkpoints[-1]
