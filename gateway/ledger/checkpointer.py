@@ -50,6 +50,8 @@ class Checkpointer:
         while not self._stop.wait(self._interval):
             try:
                 self.checkpoint_now()
+                if failing:
+                    log.warning("checkpoints are being made again")
                 failing = False
             except Exception as exc:
                 if not failing:  # one line per outage, not one per attempt
