@@ -358,7 +358,7 @@ def start_gateway(
         audit_pb2_grpc.add_AuditServiceServicer_to_server(
             AuditServicer(
                 store=AuditStore(engines),
-                auth=ReadAuthenticator(federation, clock=clock),
+                auth=auth,
                 federation=federation,
             ),
             server,

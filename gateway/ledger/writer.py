@@ -238,6 +238,12 @@ class WriterClient:
         self._stopped.wait(timeout)
 
     def _send_loop(self) -> None:
+        try:
+            self._send_until_stopped()
+        except BaseException as exc:  # never a silent hang: whatever breaks the loop ends the client
+            self._die(f"the writer's sender failed ({type(exc).__name__})")
+
+    def _send_until_stopped(self) -> None:
         while True:
             with self._lock:
                 while not self._outbox and not self._stopping and self._closed is None:
@@ -257,6 +263,12 @@ class WriterClient:
                 return
 
     def _recv_loop(self) -> None:
+        try:
+            self._receive_until_stopped()
+        except BaseException as exc:
+            self._die(f"the writer's receiver failed ({type(exc).__name__})")
+
+    def _receive_until_stopped(self) -> None:
         while True:
             try:
                 msg = self._conn.recv()
@@ -287,7 +299,10 @@ class WriterClient:
     def _resolve(self, cid: int, outcomes: list[Outcome] | None, error: Exception | None) -> None:
         with self._lock:
             fut = self._pending.pop(cid, None)
-        if fut is None:
+        # The caller may have cancelled (a client deadline): its chunk is still committed,
+        # and the answer goes nowhere. Without this check set_result would raise here and
+        # take the receiver thread, and every later submission, with it.
+        if fut is None or not fut.set_running_or_notify_cancel():
             return
         if error is not None:
             fut.set_exception(error)
@@ -303,6 +318,8 @@ class WriterClient:
             self._outbox = []
             self._lock.notify_all()
         for fut in pending.values():
+            if not fut.set_running_or_notify_cancel():
+                continue
             # In doubt: the commit may or may not have landed. A retry of the same
             # bytes gets the original receipt if it did.
             fut.set_exception(

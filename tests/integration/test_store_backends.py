@@ -305,3 +305,20 @@ def test_a_refused_record_does_not_fail_the_rest_of_its_batch(
     assert isinstance(poison_outcome.error(), InvalidArgument)
     assert isinstance(a, Accepted)
     assert isinstance(c, Accepted)
+
+
+def test_a_call_cancelled_while_its_commit_waits_does_not_stop_later_submissions(
+    gateway, database_url, client_for, certs_of, make_env
+):
+    js = client_for("CN-JS")
+    first, second = certs_of("CN-JS", 2)
+    env = make_env(first)
+    with holding_the_log_lock(database_url):
+        # The client gives up while the commit is blocked: the gateway's future for that
+        # chunk is cancelled, and the writer's answer must not break anything.
+        with pytest.raises(grpc.RpcError) as info:
+            js.exchange.Submit(exchange_pb2.SubmitRequest(envelope=env), timeout=0.5)
+        assert info.value.code() == Code.DEADLINE_EXCEEDED
+    # Later submissions still get answers, and a retry of the abandoned one gets its receipt.
+    assert js.publish(second).log_index == 1
+    assert js.submit(env).log_index == 0
