@@ -68,13 +68,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         host = args.address.rsplit(":", 1)[0]
         fronts = _start_fronts(args, url, f"{host}:{gateway.port}", gateway)
 
-        def _stop(signum: int, frame: FrameType | None) -> None:
-            print("stopping: draining in-flight submissions", flush=True)
+        stopping = threading.Event()
+
+        def _drain() -> None:
             for front in fronts:
                 front.terminate()  # SIGTERM: each drains like this one
             gateway.stop(grace=10.0)
             for front in fronts:
                 front.join(15)
+
+        def _stop(signum: int, frame: FrameType | None) -> None:
+            # Once, and off the signal handler: a second Ctrl-C or SIGTERM while draining
+            # must not re-enter stop() on the thread that is already inside it.
+            if stopping.is_set():
+                return
+            stopping.set()
+            # Further SIGTERM/SIGINT are ignored from here on, through interpreter exit
+            # (which would otherwise restore the default action and die by the signal);
+            # a stuck drain is for SIGKILL, as systemd escalates.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            print("stopping: draining in-flight submissions", flush=True)
+            threading.Thread(target=_drain, name="mrx-stop").start()
 
         # In place before the address line announces readiness: a SIGTERM right after it drains.
         signal.signal(signal.SIGINT, _stop)

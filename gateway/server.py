@@ -458,6 +458,14 @@ def run_front(conn: Connection, spec: FrontSpec) -> None:
         tls=tls,
         writer_conn=conn,
     )
-    signal.signal(signal.SIGTERM, lambda signum, frame: gateway.stop(grace=10.0))
+    stopping = threading.Event()
+
+    def _stop(signum: int, frame: object) -> None:
+        if not stopping.is_set():  # once, and off the handler (see mrx serve)
+            stopping.set()
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            threading.Thread(target=gateway.stop, kwargs={"grace": 10.0}, name="mrx-stop").start()
+
+    signal.signal(signal.SIGTERM, _stop)
     gateway.wait()
     engines.dispose()

@@ -147,3 +147,17 @@ def test_a_killed_front_stops_the_gateway_and_loses_nothing(
     for digest, receipt_env in acked.items():
         receipt = envelope_pb2.Receipt.FromString(receipt_env.payload)
         assert log[receipt.log_index] == (digest, receipt_env.payload)
+
+
+def test_a_second_sigterm_while_draining_does_not_hang(
+    federation_dir, federation_paths, database_url, open_store
+):
+    open_store(database_url)
+    proc, _, _ = _serve(federation_dir, database_url, federation_paths["MRX-GW"], 2)
+    time.sleep(1.0)
+    for _ in range(3):  # systemd's SIGTERM to the group, an impatient Ctrl-C, ...
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.05)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert out.count("stopping: draining") == 1
