@@ -162,6 +162,20 @@ def test_a_first_release_database_is_refused_with_the_command_to_run(database_ur
     assert str(info.value).endswith(f"mrx db upgrade --database {display_url(database_url)}")
 
 
+def test_the_first_releases_tables_are_revision_0001s(database_url, first_release_database):
+    """What justifies the stamp: after it, the database is exactly what the history builds."""
+    first_release_database(database_url)
+    engines = connect(database_url)
+    try:
+        done = migrate.upgrade(engines)
+        assert (done.before.revision, done.stamped, done.after.revision) == (None, True, "0001")
+        with engines.writer.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(context, metadata) == []
+    finally:
+        engines.dispose()
+
+
 @pytest.mark.parametrize("damage", ["other mrx_schema version", "missing column", "no mrx_schema"])
 def test_an_unversioned_database_that_is_not_the_first_releases_is_not_upgraded(
     damage, database_url, first_release_database
