@@ -173,7 +173,7 @@ def check_or_create(engines: Engines) -> SchemaState:
         )
     if state.revision is None and state.first_release_version is None:
         raise StoreError(f"database schema: {state.describe()}; refusing to use it")
-    raise StoreError(f"database schema is {state.describe()}; back it up and run: {upgrade_command(engines)}")
+    raise StoreError(f"database schema: {state.describe()}; back it up and run: {upgrade_command(engines)}")
 
 
 @dataclasses.dataclass(frozen=True)

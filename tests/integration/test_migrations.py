@@ -134,7 +134,7 @@ def test_a_database_behind_the_code_is_refused_until_upgraded(
         with pytest.raises(StoreError) as info:
             open_engines(database_url)
         assert str(info.value) == (
-            f"database schema is 0001, behind head 0002; back it up and run: "
+            f"database schema: 0001, behind head 0002; back it up and run: "
             f"mrx db upgrade --database {display_url(database_url)}"
         )
         engines = connect(database_url)
@@ -211,7 +211,16 @@ def test_db_current_on_a_missing_sqlite_file_creates_nothing(tmp_path):
 
 @pytest.mark.e2e
 def test_a_first_release_database_with_data_is_upgraded_by_mrx_db_upgrade_and_served(
-    database_url, first_release_database, federation, signers, clock, gateway_factory, certs_of, make_env
+    database_url,
+    first_release_database,
+    federation,
+    signers,
+    clock,
+    gateway_factory,
+    certs_of,
+    make_env,
+    federation_dir,
+    federation_paths,
 ):
     """The previous release's tables, with data in them, upgraded as an operator would.
 
@@ -257,6 +266,25 @@ def test_a_first_release_database_with_data_is_upgraded_by_mrx_db_upgrade_and_se
 
     with pytest.raises(StoreError, match="mrx db upgrade --database"):
         open_engines(database_url)
+    refused = mrx(
+        "serve",
+        "--address",
+        "127.0.0.1:0",
+        "--database",
+        database_url,
+        "--federation",
+        str(federation_dir),
+        "--gateway-key",
+        str(federation_paths[federation.gateway_code]),
+        "--gateway-keyid",
+        f"{federation.gateway_code}/demo",
+    )
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.strip() == (
+        "mrx: database schema: created by an mrx release before schema migrations (mrx_schema "
+        "version 1); not at head 0001; back it up and run: "
+        f"mrx db upgrade --database {display_url(database_url)}"
+    )
     current = mrx("db", "current", "--database", database_url)
     assert current.returncode == 1, current.stdout + current.stderr
     assert "before schema migrations" in current.stdout
