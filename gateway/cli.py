@@ -429,6 +429,68 @@ def _add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     watch.set_defaults(func=_cmd_audit_watch)
 
 
+# --- mrx db ----------------------------------------------------------------------------
+
+
+def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from gateway.store.engine import connect, display_url
+    from gateway.store.migrate import upgrade
+
+    url = resolve_database_url(args.database)
+    engines = connect(url)
+    try:
+        done = upgrade(engines)
+    finally:
+        engines.dispose()
+    print(f"database: {display_url(url)} ({engines.dialect})")
+    print(f"before:   {done.before.describe()}")
+    if done.stamped:
+        print("          its tables are revision 0001's: stamped 0001")
+    print(f"now:      {done.after.describe()}")
+    return 0
+
+
+def _cmd_db_current(args: argparse.Namespace) -> int:
+    from gateway.store.engine import connect, display_url
+    from gateway.store.migrate import read_state, upgrade_command
+
+    url = resolve_database_url(args.database)
+    sqlite_path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
+    if sqlite_path is not None and not Path(sqlite_path).exists():
+        print(f"mrx: no database at {sqlite_path}", file=sys.stderr)
+        return 1
+    engines = connect(url)
+    try:
+        with engines.reader.connect() as conn:
+            state = read_state(conn)
+    finally:
+        engines.dispose()
+    print(f"{display_url(url)}: {state.describe()}")
+    if state.at_head:
+        return 0
+    if state.known and (state.empty or state.revision or state.first_release_version is not None):
+        print(f"to upgrade: {upgrade_command(engines)}")
+    return 1
+
+
+def _add_db_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    db = sub.add_parser("db", help="the database schema: upgrade it, show its revision (docs/operations.md)")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    database_help = (
+        "SQLAlchemy URL or SQLite path (default: $MRX_DATABASE_URL, else ~/.local/share/mrx/mrx.db)"
+    )
+    upgrade = db_sub.add_parser(
+        "upgrade", help="bring the schema to this release's head (creates it on an empty database)"
+    )
+    upgrade.add_argument("--database", help=database_help)
+    upgrade.set_defaults(func=_cmd_db_upgrade)
+    current = db_sub.add_parser(
+        "current", help="print the schema revision and whether it is the head (exit 0 only at head)"
+    )
+    current.add_argument("--database", help=database_help)
+    current.set_defaults(func=_cmd_db_current)
+
+
 # --- mrx tls ---------------------------------------------------------------------------
 
 
@@ -637,6 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_audit_parser(sub)
     _add_tls_parser(sub)
+    _add_db_parser(sub)
     return parser
 
 

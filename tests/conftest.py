@@ -215,6 +215,32 @@ def open_store() -> Iterator[Callable[[str], Engines]]:
         engines.dispose()
 
 
+@pytest.fixture
+def first_release_database() -> Callable[[str], None]:
+    """``first_release_database(url)``: make ``url`` a database as the first release
+    (757f7fd, before migrations) created it: its frozen tables (tests/fixtures), created
+    and stamped in mrx_schema exactly as its ensure_schema did, and no alembic_version."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("schema_757f7fd", ROOT / "tests/fixtures/schema_757f7fd.py")
+    assert spec is not None and spec.loader is not None
+    old = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(old)
+
+    def _create(url: str) -> None:
+        engine = create_engine(url)
+        try:
+            with engine.begin() as conn:
+                old.metadata.create_all(conn)
+                conn.execute(
+                    old.schema_info.insert().values(id=1, version=old.SCHEMA_VERSION, note="created by mrx")
+                )
+        finally:
+            engine.dispose()
+
+    return _create
+
+
 # --- gateways and clients ---------------------------------------------------------------
 
 

@@ -17,10 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, insert, inspect, select, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-
-from gateway.store.schema import SCHEMA_VERSION, metadata, schema_info
 
 ENV_DATABASE_URL = "MRX_DATABASE_URL"
 
@@ -93,6 +91,22 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
 
 
 def open_engines(url: str) -> Engines:
+    """The engines of a database whose schema is this release's (created if empty).
+
+    A database behind the code, or ahead of it, is refused with a StoreError that says
+    what to run (``gateway/store/migrate.py``).
+    """
+    engines = connect(url)
+    try:
+        ensure_schema(engines)
+    except BaseException:
+        engines.dispose()
+        raise
+    return engines
+
+
+def connect(url: str) -> Engines:
+    """The engines, with the durability settings checked but the schema not looked at."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -115,24 +129,12 @@ def open_engines(url: str) -> Engines:
         raise StoreError(
             f"unsupported database backend {parsed.get_backend_name()!r}; use sqlite or postgresql"
         )
-    try:
-        ensure_schema(engines)
-    except BaseException:
-        engines.dispose()
-        raise
     return engines
 
 
 def ensure_schema(engines: Engines) -> None:
-    """Create the tables on a new database; refuse a database of another schema version."""
-    with engines.writer.begin() as conn:
-        if engines.dialect == "postgresql":
-            # Two replicas starting together must not both run CREATE TABLE.
-            conn.execute(text("SELECT pg_advisory_xact_lock(7262001)"))
-        if not inspect(conn).has_table(schema_info.name):
-            metadata.create_all(conn)
-            conn.execute(insert(schema_info).values(id=1, version=SCHEMA_VERSION, note="created by mrx"))
-            return
-        found = conn.execute(select(schema_info.c.version).where(schema_info.c.id == 1)).scalar_one_or_none()
-    if found != SCHEMA_VERSION:
-        raise StoreError(f"database schema version {found} is not the supported version {SCHEMA_VERSION}")
+    """Create the schema (through the migrations) on an empty database; refuse one whose
+    schema is not this release's head, naming the command to run."""
+    from gateway.store.migrate import check_or_create
+
+    check_or_create(engines)

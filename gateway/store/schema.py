@@ -20,6 +20,10 @@ from sqlalchemy import (
     Text,
 )
 
+# What mrx_schema.version holds. The schema's revision is alembic_version's (the history
+# is gateway/store/migrations; a test keeps its head equal to these tables). mrx_schema
+# stays for the releases before migrations, which accept only version 1: a revision that
+# makes the tables incompatible with them must raise it (and this constant).
 SCHEMA_VERSION = 1
 
 metadata = MetaData()

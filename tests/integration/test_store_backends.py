@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import grpc
 import pytest
-from sqlalchemy import create_engine, delete, select, text, update
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from gateway.domain.certificates import CertState
@@ -114,19 +114,22 @@ def test_stop_commits_what_is_queued_and_then_refuses(gateway, database_url, mak
 # --- schema --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("change", ["newer version", "missing row"])
-def test_schema_version_mismatch_is_refused(change, database_url, open_store):
+@pytest.mark.parametrize("change", ["newer revision", "missing revision"])
+def test_schema_revision_mismatch_is_refused(change, database_url, open_store):
+    """The schema revision is alembic_version's (tests/integration/test_migrations.py has more)."""
     engines = open_store(database_url)
     with engines.writer.begin() as conn:
-        if change == "newer version":
-            conn.execute(update(schema_info).values(version=SCHEMA_VERSION + 1))
+        if change == "newer revision":
+            conn.execute(text("UPDATE alembic_version SET version_num = 'f00d'"))
         else:
-            conn.execute(delete(schema_info))
+            conn.execute(text("DELETE FROM alembic_version"))
     engines.dispose()
-    expected = SCHEMA_VERSION + 1 if change == "newer version" else None
-    with pytest.raises(
-        StoreError, match=f"schema version {expected} is not the supported version {SCHEMA_VERSION}"
-    ):
+    expected = (
+        "schema revision f00d is unknown to this release"
+        if change == "newer revision"
+        else "created by an mrx release before schema migrations .* run: mrx db upgrade --database"
+    )
+    with pytest.raises(StoreError, match=expected):
         open_engines(database_url)
 
 
@@ -137,6 +140,7 @@ def test_reopening_the_same_database_keeps_its_schema(database_url, open_store):
     second = open_store(database_url)
     with second.reader.connect() as conn:
         assert conn.execute(select(schema_info.c.version, schema_info.c.note)).one() == (SCHEMA_VERSION, note)
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
 
 
 @pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite://"])
@@ -211,7 +215,15 @@ def test_each_postgres_test_has_its_own_schema(database_url, open_store):
                 {"s": schema},
             ).scalars()
         )
-    assert {"exchanges", "certificates", "records", "record_versions", "merkle_nodes", "mrx_schema"} <= tables
+    assert {
+        "exchanges",
+        "certificates",
+        "records",
+        "record_versions",
+        "merkle_nodes",
+        "mrx_schema",
+        "alembic_version",
+    } <= tables
 
 
 # --- several replicas on one database ----------------------------------------------------------
