@@ -94,6 +94,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         # In place before the address line announces readiness: a SIGTERM right after it drains.
         signal.signal(signal.SIGINT, _stop)
         signal.signal(signal.SIGTERM, _stop)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         print(
             f"mrx gateway serving on {host}:{gateway.port} ({engines.dialect}, federation "
             f"{federation.name!r}, {len(federation.participants)} participants, writer pid "
@@ -170,11 +171,18 @@ def _address_line_first() -> Iterator[None]:
     try:
         yield
     finally:
-        root.handlers = handlers
-        for record in held:
-            for handler in handlers:
-                if record.levelno >= handler.level:
-                    handler.handle(record)
+        try:
+            root.handlers = handlers
+            for record in held:
+                for handler in handlers:
+                    if record.levelno >= handler.level:
+                        handler.handle(record)
+                        handler.flush()
+        finally:
+            # Signals held since just before the address line (see _cmd_serve) are
+            # delivered now, after the records: a SIGTERM sent as soon as the line appears
+            # drains the gateway and loses none of them.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
 
 
 def _server_tls(args: argparse.Namespace) -> ServerTls | None:

@@ -109,7 +109,11 @@ class Served:
 
     def stop(self) -> str:
         self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=30)
+        # Not communicate(timeout=...): it reads the raw pipe and would drop what the
+        # first readline() already buffered (the lines right after the address line).
+        assert self.proc.stdout is not None
+        out = self.proc.stdout.read()
+        self.proc.wait(timeout=30)
         return out
 
 
