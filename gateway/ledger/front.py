@@ -13,6 +13,7 @@ Outcomes are ``Accepted`` or an ``MrxError``; the servicers turn them into proto
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
@@ -40,6 +41,8 @@ STREAM_CHUNK = 256
 PARALLEL_PARTS = 4
 PARALLEL_MIN = 128
 STREAM_CHUNKS_IN_FLIGHT = 4
+# Bytes of envelopes one stream may have read but not yet handed on.
+STREAM_BUFFER_BYTES = 8 * 1024 * 1024
 
 Result = Accepted | MrxError
 
@@ -188,23 +191,59 @@ class Submitter:
         """
         self._gate.open()
         sender: str | None = None
-        incoming: asyncio.Queue[envelope_pb2.Envelope | None] = asyncio.Queue(STREAM_CHUNK * 2)
+        # Items are envelopes (or an oversized one's refusal), each with its size; the
+        # queue is bounded in count and ``buffered`` in bytes, so a client that sends
+        # fast and never reads its answers holds at most STREAM_BUFFER_BYTES here.
+        incoming: asyncio.Queue[tuple[envelope_pb2.Envelope | MrxError, int] | None] = asyncio.Queue(
+            STREAM_CHUNK * 2
+        )
         in_flight: asyncio.Queue[asyncio.Future[list[Result]] | None] = asyncio.Queue(STREAM_CHUNKS_IN_FLIGHT)
         loop = asyncio.get_running_loop()
-        last_message = loop.time()
+        room = asyncio.Event()
+        room.set()
+        buffered = 0
         received = False
+        # When the reader began waiting for the client's next message (None while the
+        # gateway itself is busy): only that time counts as the client being idle.
+        waiting_since: float | None = loop.time()
         ended: list[BaseException] = []  # why the stream ended early, if it did
+        limit = self._verifier.limits.max_envelope_bytes
 
         async def read() -> None:
-            nonlocal last_message, received
+            nonlocal buffered, received, waiting_since
+            it = envelopes.__aiter__()
             try:
-                async for envelope in envelopes:
-                    last_message, received = loop.time(), True
-                    await incoming.put(envelope)
+                while True:
+                    waiting_since = loop.time()
+                    try:
+                        envelope = await it.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        waiting_since = None
+                    received = True
+                    size = envelope.ByteSize()
+                    item: envelope_pb2.Envelope | MrxError = envelope
+                    if size > limit:  # refused as this item, and never held
+                        item, size = self._refusal_of(envelope), 0
+                    buffered += size
+                    while buffered > STREAM_BUFFER_BYTES:
+                        room.clear()
+                        await room.wait()
+                    await incoming.put((item, size))
+            except asyncio.CancelledError:
+                with contextlib.suppress(asyncio.QueueFull):
+                    incoming.put_nowait(None)
+                raise
             except MrxError as err:  # e.g. an undecodable message: answer what came before it
                 ended.append(err)
-            finally:
-                await incoming.put(None)
+            await incoming.put(None)
+
+        def take(entry: tuple[envelope_pb2.Envelope | MrxError, int]) -> envelope_pb2.Envelope | MrxError:
+            nonlocal buffered
+            buffered -= entry[1]
+            room.set()
+            return entry[0]
 
         async def chunk() -> None:
             nonlocal sender
@@ -214,13 +253,13 @@ class Submitter:
                     first = await incoming.get()
                     if first is None:
                         break
-                    batch = [first]
+                    batch = [take(first)]
                     while len(batch) < STREAM_CHUNK and not incoming.empty():
-                        item = incoming.get_nowait()
-                        if item is None:
+                        entry = incoming.get_nowait()
+                        if entry is None:
                             done = True
                             break
-                        batch.append(item)
+                        batch.append(take(entry))
                     verified = await loop.run_in_executor(self._executor, self._verify_all, batch, peer)
                     if sender is None:
                         first_ok = next((v for v in verified if isinstance(v, Staged)), None)
@@ -229,7 +268,9 @@ class Submitter:
                             sender = first_ok.sender
                     # Started now, so the next chunk is verified while this one commits.
                     await in_flight.put(asyncio.ensure_future(self._commit(verified)))
-            except MrxError as err:
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # MrxError (e.g. TOO_MANY_STREAMS), or a bug: end, never hang
                 ended.append(err)
             await in_flight.put(None)
 
@@ -237,8 +278,11 @@ class Submitter:
             limits = self._gate.limits
             while True:
                 await asyncio.sleep(min(limits.first_message_timeout, limits.idle_timeout) / 4)
-                quiet = loop.time() - last_message
-                if (not received and quiet > limits.first_message_timeout) or quiet > limits.idle_timeout:
+                since = waiting_since
+                if since is None:
+                    continue
+                quiet = loop.time() - since
+                if quiet > (limits.idle_timeout if received else limits.first_message_timeout):
                     ended.append(
                         ResourceExhausted(
                             f"the stream sent nothing for {quiet:.0f} s; open a stream when there is "
@@ -246,8 +290,7 @@ class Submitter:
                             reason="STREAM_IDLE",
                         )
                     )
-                    reader.cancel()
-                    await incoming.put(None)
+                    reader.cancel()  # its cancellation path ends the queue
                     return
 
         reader = asyncio.ensure_future(read())
@@ -264,11 +307,22 @@ class Submitter:
                 task.cancel()
             self._gate.close(sender)
 
+    def _refusal_of(self, envelope: envelope_pb2.Envelope) -> MrxError:
+        """The verifier's refusal of an envelope already known to be refused (oversized)."""
+        try:
+            self._verifier.verify(envelope)
+        except MrxError as err:
+            return err
+        raise AssertionError("an oversized envelope passed verification")  # pragma: no cover
+
     def _verify_all(
-        self, envelopes: Sequence[envelope_pb2.Envelope], peer: str | None = None
+        self, envelopes: Sequence[envelope_pb2.Envelope | MrxError], peer: str | None = None
     ) -> list[Staged | MrxError]:
         out: list[Staged | MrxError] = []
         for envelope in envelopes:
+            if isinstance(envelope, MrxError):  # refused before it was queued
+                out.append(envelope)
+                continue
             try:
                 out.append(self._verifier.verify(envelope, peer=peer))
             except MrxError as err:
