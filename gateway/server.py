@@ -126,24 +126,37 @@ class Gateway:
         """Health follows the database: NOT_SERVING while it cannot be reached, SERVING again
         by itself when it can (the writer reconnects on its next commit)."""
         serving = True
-        while True:
-            await asyncio.sleep(interval)
-            if self.failure is not None or self._stopping:
-                return
-            try:
-                await asyncio.wait_for(self.loop.run_in_executor(self.executor, store.ping), timeout=5)
-                ok = True
-            except Exception as exc:
-                ok = False
-                STORE_FAILURES.note(type(exc).__name__)
-            if ok != serving:
+        # Its own thread, one probe at a time: a probe stuck on an unanswering database
+        # must not take the pool that serves reads, nor pile up behind itself.
+        prober = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mrx-health")
+        probe: asyncio.Future[None] | None = None
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                if self.failure is not None or self._stopping:
+                    return
+                if probe is None or probe.done():
+                    probe = asyncio.wrap_future(prober.submit(store.ping))
+                try:
+                    await asyncio.wait_for(asyncio.shield(probe), timeout=5)
+                    ok = True
+                except Exception as exc:
+                    ok = False
+                    STORE_FAILURES.note(type(exc).__name__)
+                await self._health_changed(ok, serving)
                 serving = ok
-                if ok:
-                    STORE_FAILURES.recovered()
-                    log.warning("the database is reachable again: SERVING")
-                else:
-                    log.error("the database cannot be reached: health is NOT_SERVING until it can")
-                await self._set_health(ok)
+        finally:
+            prober.shutdown(wait=False)
+
+    async def _health_changed(self, ok: bool, serving: bool) -> None:
+        if ok == serving:
+            return
+        if ok:
+            STORE_FAILURES.recovered()
+            log.warning("the database is reachable again: SERVING")
+        else:
+            log.error("the database cannot be reached: health is NOT_SERVING until it can")
+        await self._set_health(ok)
 
     async def _set_health(self, serving: bool) -> None:
         status = (

@@ -85,13 +85,22 @@ class NonceCache:
         self._next_purge = 0.0
 
     def first_use(self, principal: str, nonce: str) -> bool:
+        """False if this principal used this nonce within the window; ResourceExhausted if
+        the cache is full (it then refuses new reads until entries expire, never accepts
+        a replay)."""
         now = time.monotonic()
         with self._lock:
-            if now >= self._next_purge or len(self._seen) >= self._max:
+            if now >= self._next_purge:
                 self._seen = {k: t for k, t in self._seen.items() if t > now}
-                self._next_purge = now + self._window
-            if (principal, nonce) in self._seen or len(self._seen) >= self._max:
+                self._next_purge = now + self._window / 4
+            if (principal, nonce) in self._seen:
                 return False
+            if len(self._seen) >= self._max:
+                raise ResourceExhausted(
+                    "the gateway is answering too many signed reads; retry shortly",
+                    reason="RATE_LIMITED",
+                    retry_after=timedelta(seconds=max(self._next_purge - now, 1.0)),
+                )
             # Kept for twice the window: a signed-at up to one window in the future
             # stays acceptable for a window after it.
             self._seen[(principal, nonce)] = now + 2 * self._window
@@ -200,12 +209,6 @@ class ReadAuthenticator:
                 "bytes sent (docs/signing.md section 12)",
                 reason="BAD_SIGNATURE",
             )
-        if not self._nonces.first_use(principal, nonce):
-            raise Unauthenticated(
-                f"nonce {nonce} was already used within the last {window.total_seconds():.0f} s: "
-                "sign each read anew",
-                reason="REPLAYED_REQUEST",
-            )
         peer = client_participant(context)
         if peer is not None and peer != principal:
             raise PermissionDenied(
@@ -215,6 +218,13 @@ class ReadAuthenticator:
                 metadata={"certificate": peer, "principal": principal[:16]},
             )
         self._rates.take(principal)
+        # After the rate limit: a principal over its rate cannot fill the nonce cache.
+        if not self._nonces.first_use(principal, nonce):
+            raise Unauthenticated(
+                f"nonce {nonce} was already used within the last {window.total_seconds():.0f} s: "
+                "sign each read anew",
+                reason="REPLAYED_REQUEST",
+            )
         participant = self._federation.participants[key.owner]
         return Principal(participant, self._parties(participant))
 

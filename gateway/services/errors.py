@@ -56,6 +56,9 @@ MAX_MESSAGE = 512
 MAX_METADATA_VALUE = 128
 MAX_METADATA_ENTRIES = 16
 MAX_VIOLATIONS = 50
+# The whole encoded Status travels in one trailer (grpc-status-details-bin, base64):
+# clients refuse metadata over 8 KiB by default, so the details stay well under that.
+MAX_DETAILS_BYTES = 4096
 
 
 def _cut(text: str, limit: int) -> str:
@@ -70,16 +73,16 @@ def to_status(err: e.MrxError) -> status_pb2.Status:
     info = error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN, metadata=metadata)
     details = [info]
     if isinstance(err, e.InvalidArgument) and err.violations:
-        details.append(
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=_cut(v.field, 128), description=_cut(v.description, 256)
-                    )
-                    for v in err.violations[:MAX_VIOLATIONS]
-                ]
+        budget = MAX_DETAILS_BYTES - info.ByteSize() - len(err.message[:MAX_MESSAGE].encode())
+        bad = error_details_pb2.BadRequest()
+        for v in err.violations[:MAX_VIOLATIONS]:
+            item = error_details_pb2.BadRequest.FieldViolation(
+                field=_cut(v.field, 128), description=_cut(v.description, 256)
             )
-        )
+            if bad.ByteSize() + item.ByteSize() + 8 > budget:
+                break  # the first violations are listed; the message names the first
+            bad.field_violations.append(item)
+        details.append(bad)
     packed = []
     for d in details:
         a = any_pb2.Any()

@@ -117,8 +117,15 @@ def connect(url: str) -> Engines:
         reader = _sqlite_engine(url, immediate=False)
         engines = Engines(url=url, dialect="sqlite", writer=writer, reader=reader)
     elif parsed.get_backend_name() == "postgresql":
-        writer = create_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True)
-        reader = create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+        # A database that stops answering (a dropped route) must fail a connect in seconds,
+        # not hold a thread for the TCP timeout.
+        connect_args = {"connect_timeout": 10}
+        writer = create_engine(
+            url, pool_size=4, max_overflow=4, pool_pre_ping=True, connect_args=connect_args
+        )
+        reader = create_engine(
+            url, pool_size=8, max_overflow=8, pool_pre_ping=True, connect_args=connect_args
+        )
         engines = Engines(url=url, dialect="postgresql", writer=writer, reader=reader)
         with writer.connect() as conn:
             setting = conn.execute(text("SHOW synchronous_commit")).scalar_one()
