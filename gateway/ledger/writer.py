@@ -38,6 +38,7 @@ from typing import Any
 from gateway.domain.errors import Unavailable
 from gateway.ledger.rules import Ledger
 from gateway.ledger.values import Outcome, Staged
+from gateway.store.errors import is_unavailable
 from gateway.store.writes import WriteStore, open_write_store
 
 log = logging.getLogger(__name__)
@@ -92,12 +93,19 @@ def serve(conns: Sequence[Connection], store: WriteStore, options: WriterOptions
                 break
         # Commit in slices of at most max_items, never splitting a message.
         start = 0
+        failed = False
         while start < len(work):
             end, size = start, 0
             while end < len(work) and (end == start or size + _size(work[end][1]) <= options.max_items):
                 size += _size(work[end][1])
                 end += 1
-            failures = _commit(store, ledger, work[start:end], failures, next(commits))
+            if failed:
+                # A later slice may hold the next chunk of a stream whose earlier chunk
+                # just failed: committing it would apply a stream out of order.
+                _refuse(work[start:end], "STORE_UNAVAILABLE")
+            else:
+                failures = _commit(store, ledger, work[start:end], failures, next(commits))
+                failed = failures > 0
             start = end
         for conn in stopping:
             _send(conn, ("stopped",))
@@ -123,14 +131,25 @@ def _commit(
     except Exception as exc:
         ledger.forget()
         store.close()
+        if not is_unavailable(exc):
+            # Not the database being away: a bug, or one submission the rules cannot take.
+            # Apply the chunks one by one so that only the one at fault fails (INTERNAL,
+            # logged with its traceback), not everything batched with it.
+            if len(work) > 1 or len(work[0][1]) > 1:
+                for conn, chunks in work:
+                    for one in chunks:
+                        _commit(store, ledger, [(conn, [one])], 0, number)
+                return failures
+            log.error("a chunk of %d submissions could not be applied", len(items), exc_info=exc)
+            _refuse(work, "INTERNAL")
+            return failures
         # One line per outage, not one traceback per batch: an operator reads these.
         if failures == 0:
             log.error(
                 "commit of %d submissions failed: %s: %s", len(items), type(exc).__name__, _first_line(exc)
             )
         failures += 1
-        for conn, chunks in work:
-            _send(conn, ("failed", [cid for cid, _ in chunks], "STORE_UNAVAILABLE"))
+        _refuse(work, "STORE_UNAVAILABLE")
         return failures
     if failures:
         log.warning("store available again after %d failed commits", failures)
@@ -142,6 +161,11 @@ def _commit(
             pos += len(chunk)
         _send(conn, ("done", answer, number))
     return 0
+
+
+def _refuse(work: list[tuple[Connection, list[Chunk]]], reason: str) -> None:
+    for conn, chunks in work:
+        _send(conn, ("failed", [cid for cid, _ in chunks], reason))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -284,11 +308,12 @@ class WriterClient:
                     self._resolve(cid, outcomes, None)
             elif msg[0] == "failed":
                 for cid in msg[1]:
-                    self._resolve(
-                        cid,
-                        None,
-                        Unavailable("the gateway could not store the submission; retry", reason=msg[2]),
+                    error: Exception = (
+                        RuntimeError("the writer could not apply this submission (see the writer's log)")
+                        if msg[2] == "INTERNAL"
+                        else Unavailable("the gateway could not store the submission; retry", reason=msg[2])
                     )
+                    self._resolve(cid, None, error)
             elif msg[0] == "stopped":
                 with self._lock:
                     self._closed = "stopped"
