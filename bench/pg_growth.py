@@ -6,7 +6,7 @@
 
 For each backend (SQLite in a temp dir; PostgreSQL in a fresh schema, dropped afterwards):
 ``gateway.store.engine.open_engines(url)`` creates the schema, then the writer's own
-objects append: ``gateway.store.writes.open_write_store(url)`` and
+objects append: ``gateway.store.sql.open_write_store(url)`` and
 ``gateway.ledger.rules.Ledger().append(tx, batch)`` inside ``with store.transaction() as
 tx``, with synthetic ``gateway.ledger.values.Staged`` items (random envelope bytes and
 their SHA-256, a unique message id, a distinct demo certificate as the record, so the
@@ -337,7 +337,7 @@ def run_backend(
 ) -> None:
     from gateway.ledger.rules import Ledger
     from gateway.store.engine import open_engines
-    from gateway.store.writes import open_write_store
+    from gateway.store.sql import open_write_store
 
     pg = backend == "postgresql"
     open_engines(url).dispose()  # creates the schema

@@ -39,7 +39,8 @@ from gateway.domain.errors import Unavailable
 from gateway.ledger.rules import Ledger
 from gateway.ledger.values import Outcome, Staged
 from gateway.store.errors import is_unavailable
-from gateway.store.writes import WriteStore, open_write_store
+from gateway.store.sql import open_write_store
+from gateway.store.writes import WriteStore
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sqlite3
 
-import psycopg
 from sqlalchemy import exc as sa_exc
 
 from gateway.domain.errors import Unavailable
@@ -19,11 +18,15 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     sa_exc.InterfaceError,
     sa_exc.DisconnectionError,
     sa_exc.TimeoutError,  # pool exhausted while the database is slow
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
     sqlite3.OperationalError,
     ConnectionError,
 )
+try:  # psycopg is the optional [postgres] extra
+    import psycopg
+
+    _UNAVAILABLE += (psycopg.OperationalError, psycopg.InterfaceError)
+except ImportError:  # pragma: no cover - SQLite-only installation
+    pass
 
 
 def is_unavailable(exc: BaseException) -> bool:

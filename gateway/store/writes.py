@@ -16,8 +16,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy.engine import make_url
-
 from gateway.audit.merkle import NodeId
 from gateway.domain.records import Record
 from gateway.store.rows import current_values
@@ -125,20 +123,6 @@ class WriteStore(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def open_write_store(url: str) -> WriteStore:
-    """The write store for ``url`` (an SQLAlchemy URL, schema already created)."""
-    backend = make_url(url).get_backend_name()
-    if backend == "sqlite":
-        from gateway.store.sql.sqlite import SqliteWriteStore
-
-        return SqliteWriteStore(url)
-    if backend == "postgresql":
-        from gateway.store.sql.postgres import PostgresWriteStore
-
-        return PostgresWriteStore(url)
-    raise ValueError(f"unsupported database backend {backend!r}")
 
 
 def split_current(

@@ -25,6 +25,7 @@ from gateway.pb import audit_pb2, envelope_pb2
 from gateway.store.audit_reads import AuditStore
 from gateway.store.reads import ReadStore
 from gateway.store.record_reads import RecordReads
+from gateway.store.sql import open_write_store
 from gateway.store.writes import (
     Appended,
     CurrentWrite,
@@ -32,7 +33,6 @@ from gateway.store.writes import (
     StoredState,
     VersionRow,
     WriteStore,
-    open_write_store,
 )
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
