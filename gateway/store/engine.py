@@ -13,6 +13,8 @@ transactions and never block the writer in WAL mode.
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,25 @@ class Engines:
         self.reader.dispose()
 
 
+def set_wal(cur: Any) -> None:
+    """Put the database in WAL mode (persistent in the file, so this only works once).
+
+    Switching takes an exclusive lock and SQLite answers "locked" at once, busy handler or
+    not, while another connection is doing the same on a new database: replicas (or the
+    gateway and its writer) opening one together retry for a few seconds.
+    """
+    for attempt in range(100):
+        try:
+            if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 99:
+                raise
+            time.sleep(0.05)
+
+
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     engine = create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=False)
 
@@ -77,9 +98,11 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         # Take transaction control away from the driver so BEGIN is ours to issue.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=FULL")
+        # busy_timeout first: switching a new database to WAL takes an exclusive lock, and
+        # several replicas (or engines) opening it at once must wait, not fail "locked".
         cur.execute("PRAGMA busy_timeout=10000")
+        set_wal(cur)
+        cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 

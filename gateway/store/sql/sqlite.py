@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from gateway.audit.merkle import NodeId
+from gateway.store.engine import set_wal
 from gateway.store.rows import (
     CERTIFICATE_COLUMNS,
     CERTIFICATE_KEY_COLUMNS,
@@ -155,9 +156,9 @@ class SqliteWriteStore:
             )
             # WAL + synchronous=FULL: a commit is fsynced before it returns (a receipt
             # survives power loss); see gateway/store/engine.py.
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=10000")
+            set_wal(conn.cursor())
+            conn.execute("PRAGMA synchronous=FULL")
             # The writer walks the log's indexes on every commit: keep them in memory
             # (64 MiB instead of SQLite's 2 MiB default) rather than re-read them from the OS.
             conn.execute("PRAGMA cache_size=-65536")
