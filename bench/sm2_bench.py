@@ -36,7 +36,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -160,41 +159,11 @@ def pipeline_costs(fed_dir: Path, signers: dict[str, PrivateKey], count: int) ->
 
 
 def unary(target: str, requests: list[bytes], inflight: int) -> tuple[float, list[Any]]:
-    channel = grpc.insecure_channel(target)
-    call = channel.unary_unary(SUBMIT)
-    n = len(requests)
-    results: list[Any] = [None] * n
-    lock = threading.Lock()
-    done = threading.Event()
-    state = {"next": 0, "left": n}
+    """Unary Submit with ``inflight`` calls outstanding: write_bench's client, one channel."""
+    from write_bench import calls_in_flight  # bench/ is on sys.path when run as a script
 
-    def launch() -> None:
-        with lock:
-            i = state["next"]
-            if i >= n:
-                return
-            state["next"] = i + 1
-        call.future(requests[i], timeout=120).add_done_callback(lambda f, i=i: finish(i, f))
-
-    def finish(i: int, fut: Any) -> None:
-        try:
-            results[i] = fut.result()
-        except Exception as exc:
-            results[i] = exc
-        with lock:
-            state["left"] -= 1
-            last = state["left"] == 0
-        if last:
-            done.set()
-        else:
-            launch()
-
-    start = time.perf_counter()
-    for _ in range(min(inflight, n)):
-        launch()
-    done.wait()
-    wall = time.perf_counter() - start
-    channel.close()
+    with grpc.insecure_channel(target) as channel:
+        results, _, wall = calls_in_flight(channel, SUBMIT, requests, inflight)
     return wall, results
 
 
@@ -362,7 +331,7 @@ def machine() -> dict[str, Any]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=3.0, help="per rate measurement (default %(default)s)")
-    p.add_argument("--envelopes", type=int, default=1000, help="per suite for Pipeline.verify")
+    p.add_argument("--envelopes", type=int, default=1000, help="per suite for Verifier.verify")
     p.add_argument("--e2e", action="store_true", help="also run unary Submit through mrx serve")
     p.add_argument("--records", type=int, default=3000, help="timed requests per --e2e setup")
     p.add_argument("--candidates", action="store_true", help="also time other SM2 libraries if installed")
@@ -384,7 +353,7 @@ def main() -> int:
         out["pipeline"] = pipeline_costs(fed_dir, signers, args.envelopes)
         for r in out["pipeline"]:
             print(
-                f"Pipeline.verify {r['suite']:<20}{r['us_per_envelope']:>8.0f} us/envelope ({r['envelopes']})"
+                f"Verifier.verify {r['suite']:<20}{r['us_per_envelope']:>8.0f} us/envelope ({r['envelopes']})"
             )
         if args.e2e:
             out["e2e"] = end_to_end(tmp, fed_dir, signers, args.records)
