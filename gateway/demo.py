@@ -10,6 +10,7 @@ also a smoke test.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 import tempfile
 import time
@@ -62,9 +63,17 @@ def run_demo(*, database: str | None, template: Path, keep: bool, out: TextIO) -
         signers = load_demo_signers(paths)
         url = resolve_database_url(database or str(workdir / "mrx.db"))
         engines = open_engines(url)
-        gateway = start_gateway(
-            federation=federation, engines=engines, gateway_key=signers[federation.gateway_code]
-        )
+        # The demo serves plaintext on loopback on purpose, and its header says so: the
+        # gateway's start-up warning about it would only alarm a newcomer.
+        server_log = logging.getLogger("gateway.server")
+        level = server_log.level
+        server_log.setLevel(logging.ERROR)
+        try:
+            gateway = start_gateway(
+                federation=federation, engines=engines, gateway_key=signers[federation.gateway_code]
+            )
+        finally:
+            server_log.setLevel(level)
     except Exception:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
@@ -75,7 +84,7 @@ def run_demo(*, database: str | None, template: Path, keep: bool, out: TextIO) -
         + ", ".join(f"{a.code} ({'/'.join(a.members)})" for a in federation.alliances.values())
     )
     say(f"  demo keys   {workdir / 'federation'} (fresh, thrown away afterwards)")
-    say(f"  gateway     {target}, store {engines.dialect} {display_url(url)}")
+    say(f"  gateway     {target} (plaintext, loopback only), store {engines.dialect} {display_url(url)}")
     failures: list[str] = []
     try:
         clients = {
