@@ -88,7 +88,7 @@ class Items:
     """Synthetic staged submissions: distinct certificates, and a sample of the log kept for replays."""
 
     def __init__(self, today: date, sample_every: int = 16, sample_all_below: int = 20_000):
-        from gateway.domain.demo_data import demo_certificates
+        from gateway.demo_fixtures import demo_certificates
 
         self.templates = {i: demo_certificates(i, count=1, today=today)[0] for i in ISSUERS}
         self.n = 0
@@ -127,7 +127,7 @@ class Items:
     def replay_mix(self, count: int) -> list[Any]:
         """A quarter each: identical resubmission, reused id, status change, new."""
         from gateway.domain.certificates import CertState
-        from gateway.domain.demo_data import demo_status_change
+        from gateway.demo_fixtures import demo_status_change
         from gateway.ledger.values import Staged
 
         out: list[Any] = []

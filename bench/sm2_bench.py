@@ -51,7 +51,7 @@ import grpc  # noqa: E402
 
 from gateway.client import make_submission  # noqa: E402
 from gateway.crypto.suites import PrivateKey, Suite, pae  # noqa: E402
-from gateway.domain.demo_data import demo_certificates  # noqa: E402
+from gateway.demo_fixtures import demo_certificates  # noqa: E402
 from gateway.pb import envelope_pb2, exchange_pb2  # noqa: E402
 from gateway.registry.federation import load_federation  # noqa: E402
 from gateway.registry.keygen import (  # noqa: E402

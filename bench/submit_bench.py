@@ -337,7 +337,7 @@ def _init_signer(paths: dict[str, str]) -> None:
 
 def _sign_chunk(issuer: str, start: int, count: int, today: str) -> list[tuple[bytes, str, bytes]]:
     from gateway.client import make_submission
-    from gateway.domain.demo_data import demo_certificates
+    from gateway.demo_fixtures import demo_certificates
     from gateway.pb import exchange_pb2
 
     out = []
@@ -808,7 +808,7 @@ def component_reference(paths: dict[str, Path], workdir: Path, today: date) -> l
     from gateway.store.sequencer import Sequencer
 
     from gateway.client import make_submission
-    from gateway.domain.demo_data import demo_certificates
+    from gateway.demo_fixtures import demo_certificates
     from gateway.registry.federation import load_federation
     from gateway.registry.keygen import load_demo_signers
     from gateway.store.engine import open_engines

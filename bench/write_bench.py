@@ -318,7 +318,7 @@ def _init_signer(paths: dict[str, str], src: str) -> None:
 
 def _sign_chunk(issuer: str, start: int, count: int, today: str) -> list[tuple[bytes, str, bytes]]:
     from gateway.client import make_submission
-    from gateway.domain.demo_data import demo_certificates
+    from gateway.demo_fixtures import demo_certificates
     from gateway.pb import exchange_pb2
 
     out = []

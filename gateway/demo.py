@@ -23,7 +23,7 @@ from gateway.client import GatewayClient, SubmissionRefused, make_submission
 from gateway.crypto.dsse import verify_envelope_signature
 from gateway.crypto.suites import PrivateKey, Suite
 from gateway.domain.certificates import Certificate, CertState, Scheme
-from gateway.domain.demo_data import (
+from gateway.demo_fixtures import (
     demo_assessors,
     demo_certificates,
     demo_lab_cma_certificates,

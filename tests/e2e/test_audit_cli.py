@@ -22,7 +22,7 @@ import pytest
 from gateway.audit import merkle
 from gateway.client import GatewayClient, SubmissionRefused
 from gateway.crypto.suites import PrivateKey
-from gateway.domain.demo_data import demo_certificates
+from gateway.demo_fixtures import demo_certificates
 from gateway.pb import audit_pb2, envelope_pb2
 from gateway.registry.federation import Federation
 from gateway.registry.keygen import write_demo_federation

@@ -18,7 +18,7 @@ import pytest
 from gateway.client import GatewayClient
 from gateway.crypto.suites import PrivateKey
 from gateway.domain.certificates import Scheme
-from gateway.domain.demo_data import demo_certificates
+from gateway.demo_fixtures import demo_certificates
 from gateway.registry.federation import load_federation
 
 pytestmark = pytest.mark.e2e

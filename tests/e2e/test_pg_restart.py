@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url
 
 from gateway.client import make_submission
 from gateway.crypto.suites import PrivateKey
-from gateway.domain.demo_data import demo_certificates
+from gateway.demo_fixtures import demo_certificates
 from gateway.pb import envelope_pb2, exchange_pb2, exchange_pb2_grpc
 from gateway.store.engine import open_engines
 from gateway.store.schema import exchanges

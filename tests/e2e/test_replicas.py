@@ -31,7 +31,7 @@ from gateway.audit.merkle import EMPTY_ROOT, leaf_hash, node_hash, verify_consis
 from gateway.audit.watch import open_checkpoint
 from gateway.client import make_submission, verify_receipt
 from gateway.crypto.suites import PrivateKey
-from gateway.domain.demo_data import demo_certificates
+from gateway.demo_fixtures import demo_certificates
 from gateway.pb import envelope_pb2, exchange_pb2, exchange_pb2_grpc
 from gateway.registry.federation import load_federation
 from gateway.store.audit_reads import AuditStore

@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from gateway.client import make_submission
 from gateway.crypto.suites import PrivateKey
-from gateway.domain.demo_data import demo_certificates
+from gateway.demo_fixtures import demo_certificates
 from gateway.pb import envelope_pb2, exchange_pb2, exchange_pb2_grpc
 from gateway.store.schema import exchanges
 

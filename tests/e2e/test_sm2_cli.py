@@ -13,7 +13,7 @@ import pytest
 
 from gateway.client import AuditClient, GatewayClient
 from gateway.crypto.suites import PrivateKey, PublicKey, Suite
-from gateway.domain.demo_data import demo_certificates
+from gateway.demo_fixtures import demo_certificates
 from gateway.pb import envelope_pb2
 from gateway.registry.federation import load_federation
 from gateway.server import CHINA, start_gateway

@@ -15,7 +15,7 @@ import pytest
 
 from gateway.client import GatewayClient
 from gateway.crypto.suites import PrivateKey
-from gateway.domain.demo_data import demo_certificates
+from gateway.demo_fixtures import demo_certificates
 from gateway.pb import registry_pb2
 from gateway.tls import ClientTls
 

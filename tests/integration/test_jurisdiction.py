@@ -14,7 +14,7 @@ import pytest
 from grpc import StatusCode as Code
 
 from gateway.domain.certificates import CertState, Scheme
-from gateway.domain.demo_data import (
+from gateway.demo_fixtures import (
     DEMO_PARTICIPANTS,
     demo_assessors,
     demo_lab_cma_certificates,

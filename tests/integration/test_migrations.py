@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, inspect, select, text, update
 
 from gateway.client import GatewayClient
 from gateway.domain.certificates import CertState
-from gateway.domain.demo_data import demo_status_change
+from gateway.demo_fixtures import demo_status_change
 from gateway.pb import exchange_pb2
 from gateway.server import start_gateway
 from gateway.store import migrate

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from gateway.domain.certificates import CertState, Scheme
-from gateway.domain.demo_data import CQC, demo_status_change
+from gateway.demo_fixtures import CQC, demo_status_change
 from gateway.pb import exchange_pb2, records_pb2
 
 Code = grpc.StatusCode

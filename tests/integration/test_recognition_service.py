@@ -23,7 +23,7 @@ from gateway.crypto.dsse import DECISION_PAYLOAD_TYPE
 from gateway.crypto.reads import sign_read
 from gateway.crypto.suites import PublicKey, Suite, pae
 from gateway.domain.certificates import CertState, Scheme
-from gateway.domain.demo_data import (
+from gateway.demo_fixtures import (
     demo_assessors,
     demo_certificates,
     demo_lab_cma_certificates,

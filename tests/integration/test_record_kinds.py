@@ -23,7 +23,7 @@ from gateway.client import GatewayClient
 from gateway.convert import KIND_NUMBERS, record_from_proto, record_to_proto
 from gateway.crypto.dsse import SUBMISSION_PAYLOAD_TYPE, sign_envelope
 from gateway.domain.certificates import CertState
-from gateway.domain.demo_data import (
+from gateway.demo_fixtures import (
     demo_assessors,
     demo_lab_cma_certificates,
     demo_pt_results,

@@ -13,7 +13,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from gateway.crypto.reads import MD_NONCE, sign_read
-from gateway.domain.demo_data import demo_assessors
+from gateway.demo_fixtures import demo_assessors
 from gateway.pb import exchange_pb2
 from gateway.services.auth import ReadLimits
 

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from gateway.crypto.suites import PrivateKey, Suite
 from gateway.domain.certificates import CertState
-from gateway.domain.demo_data import demo_status_change
+from gateway.demo_fixtures import demo_status_change
 from gateway.pb import exchange_pb2
 from gateway.store.schema import exchanges
 

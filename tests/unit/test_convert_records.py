@@ -16,7 +16,7 @@ from gateway.convert import (
     record_to_proto,
 )
 from gateway.domain.certificates import CertState
-from gateway.domain.demo_data import (
+from gateway.demo_fixtures import (
     DEMO_PARTICIPANTS,
     demo_assessors,
     demo_certificates,

@@ -12,7 +12,7 @@ from gateway.domain.certificates import (
     check_transition,
     effective_state,
 )
-from gateway.domain.demo_data import (
+from gateway.demo_fixtures import (
     CERTIFICATION_BODIES,
     DEMO_HOLDERS,
     DEMO_PARTICIPANTS,

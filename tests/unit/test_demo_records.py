@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import pytest
 
 from gateway.domain.certificates import CertState, Scheme, build_certificate
-from gateway.domain.demo_data import (
+from gateway.demo_fixtures import (
     DEMO_HOLDERS,
     DEMO_LABS,
     DEMO_PARTICIPANTS,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.domain.demo_data import (
+from gateway.demo_fixtures import (
     DEMO_PARTICIPANTS,
     demo_assessors,
     demo_certificates,

@@ -19,7 +19,7 @@ from gateway.crypto.dsse import (
     verify_signature,
 )
 from gateway.crypto.suites import PrivateKey, Suite
-from gateway.domain.demo_data import demo_certificates
+from gateway.demo_fixtures import demo_certificates
 from gateway.pb import envelope_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
