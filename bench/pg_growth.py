@@ -126,8 +126,8 @@ class Items:
 
     def replay_mix(self, count: int) -> list[Any]:
         """A quarter each: identical resubmission, reused id, status change, new."""
-        from gateway.domain.certificates import CertState
         from gateway.demo_fixtures import demo_status_change
+        from gateway.domain.certificates import CertState
         from gateway.ledger.values import Staged
 
         out: list[Any] = []

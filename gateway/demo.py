@@ -22,7 +22,6 @@ from typing import TextIO
 from gateway.client import GatewayClient, SubmissionRefused, make_submission
 from gateway.crypto.dsse import verify_envelope_signature
 from gateway.crypto.suites import PrivateKey, Suite
-from gateway.domain.certificates import Certificate, CertState, Scheme
 from gateway.demo_fixtures import (
     demo_assessors,
     demo_certificates,
@@ -32,6 +31,7 @@ from gateway.demo_fixtures import (
     demo_status_change,
     demo_test_reports,
 )
+from gateway.domain.certificates import Certificate, CertState, Scheme
 from gateway.domain.records import CHINA, Assessor, Record
 from gateway.pb import recognition_pb2, records_pb2
 from gateway.registry.federation import Federation, load_federation

@@ -35,8 +35,8 @@ from gateway.client import GatewayClient, Refusal
 from gateway.convert import certificate_to_proto
 from gateway.crypto.dsse import SUBMISSION_PAYLOAD_TYPE, sign_envelope
 from gateway.crypto.suites import PrivateKey, Suite, pae
-from gateway.domain.certificates import Certificate
 from gateway.demo_fixtures import demo_certificates
+from gateway.domain.certificates import Certificate
 from gateway.pb import envelope_pb2, exchange_pb2, records_pb2
 from gateway.registry.federation import Federation, KeyRecord, load_federation
 from gateway.registry.keygen import load_demo_signers, write_demo_federation

@@ -17,8 +17,8 @@ import pytest
 
 from gateway.client import GatewayClient
 from gateway.crypto.suites import PrivateKey
-from gateway.domain.certificates import Scheme
 from gateway.demo_fixtures import demo_certificates
+from gateway.domain.certificates import Scheme
 from gateway.registry.federation import load_federation
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,6 @@ import dataclasses
 import pytest
 from grpc import StatusCode as Code
 
-from gateway.domain.certificates import CertState, Scheme
 from gateway.demo_fixtures import (
     DEMO_PARTICIPANTS,
     demo_assessors,
@@ -23,6 +22,7 @@ from gateway.demo_fixtures import (
     demo_status_change,
     demo_test_reports,
 )
+from gateway.domain.certificates import CertState, Scheme
 from gateway.domain.jurisdiction import OUTSIDE_DECLARED_JURISDICTION
 from gateway.pb import recognition_pb2
 

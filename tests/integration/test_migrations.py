@@ -18,8 +18,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, select, text, update
 
 from gateway.client import GatewayClient
-from gateway.domain.certificates import CertState
 from gateway.demo_fixtures import demo_status_change
+from gateway.domain.certificates import CertState
 from gateway.pb import exchange_pb2
 from gateway.server import start_gateway
 from gateway.store import migrate

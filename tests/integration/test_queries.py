@@ -11,8 +11,8 @@ from datetime import UTC, datetime, time, timedelta
 import grpc
 import pytest
 
-from gateway.domain.certificates import CertState, Scheme
 from gateway.demo_fixtures import CQC, demo_status_change
+from gateway.domain.certificates import CertState, Scheme
 from gateway.pb import exchange_pb2, records_pb2
 
 Code = grpc.StatusCode

@@ -22,7 +22,6 @@ from gateway.client import DecisionError, verify_decision
 from gateway.crypto.dsse import DECISION_PAYLOAD_TYPE
 from gateway.crypto.reads import sign_read
 from gateway.crypto.suites import PublicKey, Suite, pae
-from gateway.domain.certificates import CertState, Scheme
 from gateway.demo_fixtures import (
     demo_assessors,
     demo_certificates,
@@ -31,6 +30,7 @@ from gateway.demo_fixtures import (
     demo_spot_checks,
     demo_test_reports,
 )
+from gateway.domain.certificates import CertState, Scheme
 from gateway.domain.records import Qualification, QualificationKind
 from gateway.pb import envelope_pb2, recognition_pb2, registry_pb2
 from gateway.registry.federation import Federation

@@ -22,7 +22,6 @@ import pytest
 from gateway.client import GatewayClient
 from gateway.convert import KIND_NUMBERS, record_from_proto, record_to_proto
 from gateway.crypto.dsse import SUBMISSION_PAYLOAD_TYPE, sign_envelope
-from gateway.domain.certificates import CertState
 from gateway.demo_fixtures import (
     demo_assessors,
     demo_lab_cma_certificates,
@@ -30,6 +29,7 @@ from gateway.demo_fixtures import (
     demo_spot_checks,
     demo_test_reports,
 )
+from gateway.domain.certificates import CertState
 from gateway.domain.records import PtBoundaries, PtClass, Qualification, QualificationKind
 from gateway.pb import envelope_pb2, exchange_pb2, records_pb2
 

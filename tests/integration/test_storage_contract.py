@@ -16,8 +16,8 @@ from datetime import UTC, date, datetime
 import pytest
 
 from gateway.audit.merkle import CompactRange, inclusion_proof, leaf_hash, root_hash, verify_inclusion
-from gateway.domain.certificates import Certificate, CertState
 from gateway.demo_fixtures import demo_certificates, demo_status_change
+from gateway.domain.certificates import Certificate, CertState
 from gateway.domain.errors import FailedPrecondition, InvalidArgument
 from gateway.ledger.rules import Ledger
 from gateway.ledger.values import Accepted, Refusal, Staged

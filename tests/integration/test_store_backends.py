@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
-from gateway.domain.certificates import CertState
 from gateway.demo_fixtures import demo_status_change
+from gateway.domain.certificates import CertState
 from gateway.domain.errors import InvalidArgument, Unavailable
 from gateway.ledger.values import Accepted, Refusal
 from gateway.pb import exchange_pb2

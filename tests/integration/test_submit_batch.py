@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from gateway.client import BATCH_MAX_ENVELOPES
-from gateway.domain.certificates import CertState
 from gateway.demo_fixtures import demo_status_change
+from gateway.domain.certificates import CertState
 from gateway.pb import envelope_pb2, exchange_pb2
 from gateway.store.schema import exchanges
 

@@ -17,8 +17,8 @@ from sqlalchemy import func, select
 
 from gateway.crypto.dsse import RECEIPT_PAYLOAD_TYPE, SUBMISSION_PAYLOAD_TYPE, sign_envelope
 from gateway.crypto.suites import PrivateKey, PublicKey, Suite, pae
-from gateway.domain.certificates import CertState, Scheme
 from gateway.demo_fixtures import demo_status_change
+from gateway.domain.certificates import CertState, Scheme
 from gateway.domain.identifiers import make_credit_code, uscc_check_char
 from gateway.pb import envelope_pb2, exchange_pb2, records_pb2, registry_pb2
 from gateway.store.schema import exchanges, record_versions

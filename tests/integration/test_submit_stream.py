@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import select
 
 from gateway.crypto.suites import PrivateKey, Suite
-from gateway.domain.certificates import CertState
 from gateway.demo_fixtures import demo_status_change
+from gateway.domain.certificates import CertState
 from gateway.pb import exchange_pb2
 from gateway.store.schema import exchanges
 

@@ -15,7 +15,6 @@ from gateway.convert import (
     record_from_proto,
     record_to_proto,
 )
-from gateway.domain.certificates import CertState
 from gateway.demo_fixtures import (
     DEMO_PARTICIPANTS,
     demo_assessors,
@@ -25,6 +24,7 @@ from gateway.demo_fixtures import (
     demo_spot_checks,
     demo_test_reports,
 )
+from gateway.domain.certificates import CertState
 from gateway.domain.errors import InvalidArgument
 from gateway.domain.records import PtBoundaries, PtClass
 from gateway.pb import records_pb2

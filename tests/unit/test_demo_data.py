@@ -4,14 +4,6 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 
-from gateway.domain.certificates import (
-    Certificate,
-    CertState,
-    Scheme,
-    build_certificate,
-    check_transition,
-    effective_state,
-)
 from gateway.demo_fixtures import (
     CERTIFICATION_BODIES,
     DEMO_HOLDERS,
@@ -20,6 +12,14 @@ from gateway.demo_fixtures import (
     SERIAL_BLOCK,
     demo_certificates,
     demo_status_change,
+)
+from gateway.domain.certificates import (
+    Certificate,
+    CertState,
+    Scheme,
+    build_certificate,
+    check_transition,
+    effective_state,
 )
 from gateway.domain.errors import FailedPrecondition
 from gateway.domain.identifiers import CCC_NUMBER_RE, CNCA_BODY_RE, check_credit_code

@@ -6,7 +6,6 @@ from datetime import date, timedelta
 
 import pytest
 
-from gateway.domain.certificates import CertState, Scheme, build_certificate
 from gateway.demo_fixtures import (
     DEMO_HOLDERS,
     DEMO_LABS,
@@ -20,6 +19,7 @@ from gateway.demo_fixtures import (
     demo_spot_checks,
     demo_test_reports,
 )
+from gateway.domain.certificates import CertState, Scheme, build_certificate
 from gateway.domain.identifiers import check_credit_code
 from gateway.domain.recognition import (
     Agreement,
