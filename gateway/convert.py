@@ -5,12 +5,29 @@ The only place that knows both the wire messages and the domain dataclasses.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.domain.certificates import Certificate, Scheme, build_certificate
 from gateway.domain.errors import FieldViolation, InvalidArgument
+from gateway.domain.kinds import (
+    ASSESSOR,
+    ASSESSOR_KIND,
+    CERTIFICATE,
+    CERTIFICATE_STATUS,
+    MAX_KEY_LEN,
+    PT_RESULT,
+    PT_RESULT_KIND,
+    SPOT_CHECK,
+    SPOT_CHECK_KIND,
+    TEST_REPORT,
+    TEST_REPORT_KIND,
+    Kind,
+    kind_named,
+)
 from gateway.domain.records import (
     DEFAULT_PT_BOUNDARIES,
     Assessor,
@@ -93,16 +110,6 @@ def parse_iso_date(value: str) -> date:
 
 # ---- every record kind ------------------------------------------------------------------
 
-# Submission oneof field by RecordKind number; the kind names double as record-key prefixes.
-KIND_FIELDS = {
-    records_pb2.RECORD_KIND_CERTIFICATE_STATUS: "certificate_status",
-    records_pb2.RECORD_KIND_ASSESSOR: "assessor",
-    records_pb2.RECORD_KIND_TEST_REPORT: "test_report",
-    records_pb2.RECORD_KIND_PT_RESULT: "pt_result",
-    records_pb2.RECORD_KIND_SPOT_CHECK: "spot_check",
-}
-KIND_NUMBERS = {name: number for number, name in KIND_FIELDS.items()}
-
 AnyRecordMessage = (
     records_pb2.CertificateStatus
     | records_pb2.AssessorRecord
@@ -112,27 +119,85 @@ AnyRecordMessage = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class WireKind:
+    """The protobuf side of one ``gateway.domain.kinds.Kind``: the message and the domain class.
+
+    The Submission oneof field and the ``RecordKind`` number are the kind's own name and
+    number (the proto was written to match), so they are not repeated here.
+    """
+
+    kind: Kind
+    proto_class: type[AnyRecordMessage]
+    record_class: type[Record]
+
+    @property
+    def name(self) -> str:
+        return self.kind.name
+
+    @property
+    def field(self) -> str:
+        return self.kind.name
+
+    @property
+    def number(self) -> int:
+        return int(self.kind.number)
+
+
+WIRE_KINDS: Mapping[str, WireKind] = {
+    w.name: w
+    for w in (
+        WireKind(CERTIFICATE, records_pb2.CertificateStatus, Certificate),
+        WireKind(ASSESSOR_KIND, records_pb2.AssessorRecord, Assessor),
+        WireKind(TEST_REPORT_KIND, records_pb2.TestReport, TestReport),
+        WireKind(PT_RESULT_KIND, records_pb2.PtResult, PtResult),
+        WireKind(SPOT_CHECK_KIND, records_pb2.SpotCheck, SpotCheck),
+    )
+}
+_BY_PROTO: Mapping[type, WireKind] = {w.proto_class: w for w in WIRE_KINDS.values()}
+
+# Submission oneof field by RecordKind number, and back; derived, kept for their callers.
+KIND_FIELDS: Mapping[int, str] = {w.number: w.field for w in WIRE_KINDS.values()}
+KIND_NUMBERS: Mapping[str, int] = {w.field: w.number for w in WIRE_KINDS.values()}
+
+
+def wire_kind(kind: Kind | str) -> WireKind:
+    """The protobuf side of a kind (``wire_kind(kind).proto_class``); ValueError when unknown."""
+    return WIRE_KINDS[kind_named(kind).name if isinstance(kind, str) else kind.name]
+
+
+def wire_kind_of(msg: AnyRecordMessage) -> WireKind:
+    return _BY_PROTO[type(msg)]
+
+
 def claimed_issuer(msg: AnyRecordMessage) -> str:
     """The participant the record says may publish it (an assessor's home)."""
-    return msg.home if isinstance(msg, records_pb2.AssessorRecord) else msg.issuer
+    return str(getattr(msg, wire_kind_of(msg).kind.issuer_field))
+
+
+_RAW_PART_LEN = 64
+# A participant code is at most 11 characters; 16 is the width of the columns holding one.
+_RAW_PARTICIPANT_LEN = 16
+
+
+def _raw_part(msg: AnyRecordMessage, part: str) -> str:
+    if part == "scheme":
+        try:
+            return Scheme(getattr(msg, part)).name
+        except ValueError:
+            return f"SCHEME_{getattr(msg, part)}"
+    if part == "lab":
+        # The domain's ``lab`` property, read from the raw message.
+        return str(getattr(msg, "lab_cma_number") or getattr(msg, "accreditation_number"))  # noqa: B009
+    return str(getattr(msg, part))
 
 
 def raw_record_key(msg: AnyRecordMessage) -> str:
     """The record key from unvalidated fields, for logging a refused submission."""
-    if isinstance(msg, records_pb2.CertificateStatus):
-        try:
-            scheme = Scheme(msg.scheme).name
-        except ValueError:
-            scheme = f"SCHEME_{msg.scheme}"
-        return f"certificate_status/{scheme}/{msg.certificate_number[:64]}"
-    if isinstance(msg, records_pb2.AssessorRecord):
-        return f"assessor/{msg.home[:16]}/{msg.registration_number[:64]}"
-    if isinstance(msg, records_pb2.TestReport):
-        return f"test_report/{msg.issuer[:16]}/{msg.report_number[:64]}"
-    if isinstance(msg, records_pb2.PtResult):
-        parts = (msg.scheme_id[:40], msg.round[:20], msg.lab_cma_number[:40], msg.analyte[:60])
-        return f"pt_result/{msg.issuer[:16]}/" + "/".join(parts)
-    return f"spot_check/{msg.issuer[:16]}/{msg.check_id[:64]}"
+    kind = wire_kind_of(msg).kind
+    limits = {kind.issuer_field: _RAW_PARTICIPANT_LEN}
+    key = kind.format_key(**{p: _raw_part(msg, p)[: limits.get(p, _RAW_PART_LEN)] for p in kind.key_parts})
+    return key[:MAX_KEY_LEN]
 
 
 def _when(msg: AnyRecordMessage, prefix: str) -> datetime | None:
@@ -146,7 +211,7 @@ def record_from_proto(
 ) -> tuple[Record, list[str]]:
     """Validate and convert any record; raises InvalidArgument listing every bad field."""
     if isinstance(msg, records_pb2.CertificateStatus):
-        return certificate_from_proto(msg, field_prefix="certificate_status")
+        return certificate_from_proto(msg, field_prefix=CERTIFICATE_STATUS)
     if isinstance(msg, records_pb2.AssessorRecord):
         return build_assessor(
             registration_number=msg.registration_number,
@@ -155,7 +220,7 @@ def record_from_proto(
             qualifications=msg.qualifications,
             state=msg.state,
             reason=msg.reason,
-            effective_at=_when(msg, "assessor"),
+            effective_at=_when(msg, ASSESSOR),
             evaluations=msg.evaluations,
             version=msg.version,
         )
@@ -172,7 +237,7 @@ def record_from_proto(
             issue_date=msg.issue_date,
             state=msg.state,
             reason=msg.reason,
-            effective_at=_when(msg, "test_report"),
+            effective_at=_when(msg, TEST_REPORT),
             version=msg.version,
         )
     if isinstance(msg, records_pb2.PtResult):
@@ -190,9 +255,10 @@ def record_from_proto(
             report_date=msg.report_date,
             state=msg.state,
             reason=msg.reason,
-            effective_at=_when(msg, "pt_result"),
+            effective_at=_when(msg, PT_RESULT),
             version=msg.version,
             boundaries=pt_boundaries,
+            accreditation_number=msg.accreditation_number,
         )
     return build_spot_check(
         check_id=msg.check_id,
@@ -205,7 +271,7 @@ def record_from_proto(
         follow_up=msg.follow_up,
         state=msg.state,
         reason=msg.reason,
-        effective_at=_when(msg, "spot_check"),
+        effective_at=_when(msg, SPOT_CHECK),
         version=msg.version,
     )
 
@@ -213,7 +279,7 @@ def record_from_proto(
 def record_to_proto(record: Record) -> tuple[str, AnyRecordMessage]:
     """The Submission oneof field name and message for a domain record (SDK side)."""
     if isinstance(record, Certificate):
-        return "certificate_status", certificate_to_proto(record)
+        return CERTIFICATE_STATUS, certificate_to_proto(record)
     msg: AnyRecordMessage
     if isinstance(record, Assessor):
         msg = records_pb2.AssessorRecord(
@@ -256,6 +322,7 @@ def record_to_proto(record: Record) -> tuple[str, AnyRecordMessage]:
             round=record.round,
             lab_name=record.lab_name,
             lab_cma_number=record.lab_cma_number,
+            accreditation_number=record.accreditation_number,
             analyte=record.analyte,
             reported_value=record.reported_value,
             z_score=record.z_score,

@@ -13,10 +13,11 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Protocol, TypeVar
+from typing import ClassVar, Protocol, TypeVar
 
 from gateway.domain import identifiers
 from gateway.domain.errors import FailedPrecondition, FieldViolation, collect
+from gateway.domain.kinds import CERTIFICATE, CERTIFICATE_STATUS
 
 
 class Scheme(enum.IntEnum):
@@ -34,6 +35,11 @@ class Scheme(enum.IntEnum):
     GREEN_PRODUCT = 10
     SERVICE = 11
     VOLUNTARY_PRODUCT = 12
+    # Hong Kong Accreditation Service programmes; the number is the HKAS registration
+    # number ("058", "850S") and the holder is identified as Hong Kong/Macau holders are.
+    HOKLAS = 13  # laboratories
+    HKCAS = 14  # certification bodies
+    HKIAS = 15  # inspection bodies
 
 
 class CertState(enum.IntEnum):
@@ -91,6 +97,8 @@ class Certificate:
     Build from untrusted input with ``build_certificate``; the constructor does not validate.
     """
 
+    kind: ClassVar[str] = CERTIFICATE_STATUS
+
     certificate_number: str
     scheme: Scheme
     issuing_body: str
@@ -106,7 +114,7 @@ class Certificate:
 
     @property
     def key(self) -> str:
-        return f"certificate_status/{self.scheme.name}/{self.certificate_number}"
+        return CERTIFICATE.key(self)
 
 
 def _text_problem(value: str, *, max_len: int, required: bool, multiline: bool = False) -> str | None:
@@ -160,7 +168,7 @@ def build_certificate(
     issue_date: str,
     expiry_date: str,
     version: int,
-    field_prefix: str = "certificate_status",
+    field_prefix: str = CERTIFICATE_STATUS,
 ) -> tuple[Certificate, list[str]]:
     """Validate a submitted certificate status and build it.
 
@@ -190,6 +198,16 @@ def build_certificate(
             warn("certificate_number", number_warning)
     if scheme_problem:
         bad("scheme", scheme_problem)
+    if scheme_v is not None and scheme_v.name in identifiers.HKAS_SCHEMES:
+        if not identifiers.HKAS_NUMBER_RE.match(certificate_number):
+            bad(
+                "certificate_number",
+                f"an {scheme_v.name} accreditation is published under its HKAS registration number, "
+                f"three digits and an optional letter (e.g. 058 or 850S), got {_quote(certificate_number)}; "
+                "the programme is the scheme",
+            )
+        if issuer and issuer != identifiers.HKAS_ISSUER:
+            bad("issuer", f"{scheme_v.name} accreditations are granted by HKAS and published by CN-HK")
 
     if problem := _text_problem(issuing_body, max_len=MAX_BODY_LEN, required=True):
         bad("issuing_body", problem)
@@ -203,7 +221,14 @@ def build_certificate(
 
     if problem := _text_problem(holder_name, max_len=MAX_NAME_LEN, required=True):
         bad("holder.name", problem)
-    if not holder_credit_code:
+    if issuer in identifiers.HK_MO_PARTICIPANTS:
+        # No credit codes there: the holder is identified by its certificate or
+        # accreditation number, optionally with its local registration number.
+        try:
+            warn("holder.credit_code", identifiers.check_hk_mo_holder_id(issuer, holder_credit_code))
+        except ValueError as e:
+            bad("holder.credit_code", str(e))
+    elif not holder_credit_code:
         bad("holder.credit_code", "required")
     else:
         try:

@@ -32,6 +32,17 @@ Issuing bodies
     numbering rule for either was found, and some schemes (e.g. CMA qualifications) are
     issued by authorities that have neither, so any other shape gets a warning only.
 
+Hong Kong and Macau
+    Neither has unified social credit codes or CMA qualifications. For a record whose
+    issuer is CN-HK or CN-MO, a certificate holder's ``credit_code`` may be empty (the
+    accreditation or certificate number identifies the holder), a Hong Kong Business
+    Registration number (8 digits; the first 8 of the BR certificate number), a Macau
+    commercial registration number (digits; weakly sourced, so another shape only
+    warns), or a credit code of a mainland-registered holder, checked as above. HKAS
+    accreditations (HOKLAS labs, HKCAS certification bodies, HKIAS inspection bodies)
+    are numbered with three digits and an optional letter ("058", "850S"); as a lab's
+    identity on a result they are written with the programme: "HOKLAS 058".
+
 Participant codes and message ids are gateway-defined, so they are enforced strictly.
 Patterns are anchored with ``\\A``/``\\Z`` because ``$`` also matches before a trailing
 newline, which would let ``"CN-SH\\n"`` through ``re.match``.
@@ -59,6 +70,16 @@ ACCREDITATION_ID_RE = re.compile(
 )
 
 MAX_CERTIFICATE_NUMBER_LEN = 64
+
+# Participants whose labs and holders carry no mainland identifier (no CMA
+# qualification, no unified social credit code).
+HK_MO_PARTICIPANTS = frozenset({"CN-HK", "CN-MO"})
+# Only the Hong Kong Accreditation Service (part of Hong Kong's ITC) grants these.
+HKAS_ISSUER = "CN-HK"
+HKAS_SCHEMES = ("HOKLAS", "HKCAS", "HKIAS")
+HKAS_NUMBER_RE = re.compile(r"\A[0-9]{3}[A-Z]?\Z")
+HK_BUSINESS_REGISTRATION_RE = re.compile(r"\A[0-9]{8}\Z")
+MO_REGISTRATION_RE = re.compile(r"\A[0-9]{1,8}\Z")
 
 _USCC_VALUE = {ch: i for i, ch in enumerate(USCC_ALPHABET)}
 _DIVISION_RE = re.compile(r"\A[0-9]{6}\Z")
@@ -213,4 +234,38 @@ def issuing_body_warning(body: str) -> str | None:
     return (
         f"issuing body {body!r} is neither a CNCA approval number (CNCA-R-YYYY-NNN) "
         f"nor a CNAS/HKAS accreditation id; accepted, but readers may not be able to look it up"
+    )
+
+
+def hkas_accreditation(accreditation_number: str) -> tuple[str, str] | None:
+    """``("HOKLAS", "058")`` for ``"HOKLAS 058"``: the certificate scheme and number an
+    HKAS accreditation is published under; None for any other shape (CNAS, foreign)."""
+    programme, _, number = accreditation_number.partition(" ")
+    if programme in HKAS_SCHEMES and HKAS_NUMBER_RE.match(number):
+        return programme, number
+    return None
+
+
+def check_hk_mo_holder_id(issuer: str, code: str) -> str | None:
+    """Validate a holder identifier published by CN-HK or CN-MO; returns a warning or None.
+
+    Raises ValueError with a reason meant for the sender's developer. Empty is allowed.
+    """
+    if not code:
+        return None
+    if len(code) == USCC_LENGTH:
+        return check_credit_code(code).warning
+    if issuer == "CN-HK":
+        if HK_BUSINESS_REGISTRATION_RE.match(code):
+            return None
+        raise ValueError(
+            "must be a Hong Kong Business Registration number (8 digits), a unified social credit "
+            "code (18 characters), or empty"
+        )
+    check_certificate_number(code)
+    if MO_REGISTRATION_RE.match(code):
+        return None
+    return (
+        f"holder identifier {code!r} is neither a credit code nor the usual Macau commercial "
+        f"registration number (digits); accepted"
     )

@@ -299,11 +299,19 @@ class Jurisdictions:
         )
         return assessment.warnings
 
-    def check_pt_result(self, *, sender: str, lab_cma_number: str) -> list[str]:
+    def check_pt_result(
+        self, *, sender: str, lab_cma_number: str, accreditation_number: str = ""
+    ) -> list[str]:
         """A PT result naming another's lab is flagged, not refused: schemes enrol labs from anywhere."""
         assessment, own = self._start(sender)
         self._lab(
-            assessment, own, sender=sender, field_path="pt_result.lab_cma_number", cma_number=lab_cma_number
+            assessment,
+            own,
+            sender=sender,
+            field_path="pt_result.lab_cma_number",
+            cma_number=lab_cma_number,
+            accreditation_number=accreditation_number,
+            accreditation_path="pt_result.accreditation_number",
         )
         return assessment.warnings
 
@@ -323,7 +331,8 @@ class Jurisdictions:
         accreditation_path: str = "",
         refuse: bool = False,
     ) -> None:
-        named = [(field_path, cma_number)]
+        # A Hong Kong or Macau lab may have no CMA number: its accreditation alone names it.
+        named = [(field_path, cma_number)] if cma_number else []
         if accreditation_number:
             named.append((accreditation_path, accreditation_number))
         owners = [(path, value, self.lab_owner(value)) for path, value in named]
@@ -340,6 +349,8 @@ class Jurisdictions:
             return
         if any(owner is not None for _, _, owner in owners):
             return  # declared for the sender itself
+        if not cma_number:
+            return  # no CMA number, so no issuing-authority code to read
         code = cma_authority_code(cma_number)
         authority_owner = self._authorities.get(code) if code is not None else None
         if authority_owner is not None and authority_owner != sender:

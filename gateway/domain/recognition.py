@@ -20,7 +20,9 @@ record (and what it rests on) was valid on the date.
   ``since`` (first day past validity) and ``expired_on`` (the expiry date printed on the
   record, its last valid day); RECORD_NOT_YET_VALID when no version had taken effect.
 - Test reports: LAB_QUALIFICATION_UNKNOWN when the lab's CMA qualification is not held;
-  LAB_NOT_ACCREDITED when it was not VALID on the report's issue date.
+  LAB_NOT_ACCREDITED when it was not VALID on the report's issue date. A Hong Kong or
+  Macau lab without a CMA number is judged by its accreditation (HOKLAS) instead, and
+  the reasons say so (metadata ``checked`` = ACCREDITATION, ``lab_accreditation_number``).
 - Assessors: a qualification of the asked kind (any kind if none is asked) listing the
   field and valid on the date is required: FIELD_NOT_QUALIFIED when none lists the
   field, QUALIFICATION_EXPIRED (``valid_from``/``valid_until``) when those that do are
@@ -41,7 +43,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from gateway.domain.certificates import CertState
-from gateway.domain.records import ASSESSOR, TEST_REPORT, Qualification, QualificationKind
+from gateway.domain.kinds import ASSESSOR, ASSESSOR_KIND, CERTIFICATE_STATUS, TEST_REPORT, kind_names
+from gateway.domain.records import Qualification, QualificationKind
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,8 +55,7 @@ class Agreement:
     name: str
     # Participants bound by it, alliances already expanded to their members.
     parties: frozenset[str]
-    # Record kinds covered: "certificate_status", "assessor", "test_report",
-    # "pt_result", "spot_check".
+    # Record kinds covered, by ``gateway.domain.kinds`` name.
     kinds: frozenset[str]
     # Certificate schemes covered by name ("CCC", "QMS", ...); empty: every scheme.
     schemes: frozenset[str]
@@ -70,8 +72,7 @@ class Agreement:
         return a in self.parties and b in self.parties
 
 
-RECORD_KINDS = frozenset({"certificate_status", "assessor", "test_report", "pt_result", "spot_check"})
-CERTIFICATE_STATUS = "certificate_status"
+RECORD_KINDS = frozenset(kind_names())
 
 
 # ---- decisions ------------------------------------------------------------------------
@@ -138,7 +139,12 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LabFacts:
-    """The lab's CMA qualification (certificate scheme CMA) as the gateway holds it."""
+    """What the lab's right to issue the report rests on, as the gateway holds it.
+
+    A mainland lab's CMA qualification (certificate scheme CMA, number ``cma_number``);
+    for a Hong Kong or Macau lab without one, its accreditation (``accreditation_number``,
+    e.g. "HOKLAS 058", published as scheme HOKLAS number "058") instead.
+    """
 
     cma_number: str
     found: bool
@@ -146,6 +152,24 @@ class LabFacts:
     state_on_issue_date: CertState | None
     since: date | None
     issue_date: date | None = None  # the report's, for the message
+    # Set when the lab has no CMA number and its accreditation was checked instead.
+    accreditation_number: str = ""
+
+    @property
+    def by_accreditation(self) -> bool:
+        return not self.cma_number and bool(self.accreditation_number)
+
+    @property
+    def checked(self) -> str:
+        """What was checked, for the reasons' text."""
+        if self.by_accreditation:
+            return f"accreditation {self.accreditation_number}"
+        return f"CMA qualification (资质认定) {self.cma_number}".rstrip()
+
+    def metadata(self) -> dict[str, str]:
+        if self.by_accreditation:
+            return {"lab_accreditation_number": self.accreditation_number, "checked": "ACCREDITATION"}
+        return {"lab_cma_number": self.cma_number}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -179,7 +203,7 @@ class AssessorFacts:
 
     @property
     def key(self) -> str:
-        return f"{ASSESSOR}/{self.home}/{self.registration_number}"
+        return ASSESSOR_KIND.key(self)
 
 
 def _iso(d: date | None) -> str:
@@ -319,12 +343,15 @@ def _key_reasons(issuer: str, revoked: bool, revoked_at: date | None) -> list[Re
 
 def _lab_reasons(lab: LabFacts | None) -> list[Reason]:
     if lab is None or not lab.found:
-        number = lab.cma_number if lab is not None else ""
+        if lab is None:
+            what, metadata = "CMA qualification (资质认定) for the lab", {"lab_cma_number": ""}
+        else:
+            what, metadata = lab.checked, lab.metadata()
         return [
             Reason(
                 code=ReasonCode.LAB_QUALIFICATION_UNKNOWN,
-                message=f"the gateway holds no CMA qualification (资质认定) {number or 'for the lab'}",
-                metadata={"lab_cma_number": number},
+                message=f"the gateway holds no {what}",
+                metadata=metadata,
             )
         ]
     if lab.state_on_issue_date is CertState.VALID:
@@ -336,13 +363,18 @@ def _lab_reasons(lab: LabFacts | None) -> list[Reason]:
     )
     state = lab.state_on_issue_date.name if lab.state_on_issue_date is not None else "NOT_YET_VALID"
     since = f" (since {lab.since.isoformat()})" if lab.since is not None else ""
-    metadata = {"lab_cma_number": lab.cma_number, "lab_state": state, "since": _iso(lab.since)}
+    metadata = {**lab.metadata(), "lab_state": state, "since": _iso(lab.since)}
     if lab.issue_date is not None:
         metadata["issue_date"] = lab.issue_date.isoformat()
+    what = (
+        f"accreditation {lab.accreditation_number}"
+        if lab.by_accreditation
+        else f"CMA qualification {lab.cma_number}"
+    )
     return [
         Reason(
             code=ReasonCode.LAB_NOT_ACCREDITED,
-            message=f"the lab's CMA qualification {lab.cma_number} was {state} on {on}{since}",
+            message=f"the lab's {what} was {state} on {on}{since}",
             metadata=metadata,
         )
     ]

@@ -37,10 +37,14 @@ Spot check (双随机、一公开 监督抽查结果)
     pending. REVOKED: overturned on re-test or administrative review; final.
     WITHDRAWN: published in error; final. Never expires.
 
-Record keys are ``kind/issuer/number...`` and fit in ``MAX_KEY_LEN`` characters. No
-key part but the PT analyte may contain "/", so a key splits one way only and one
-record's key can never look like a part of another's; the analyte is always the last
-part, so it may keep the "/" of units such as N/mm².
+Record keys, kind names and what each kind is about are defined once, in
+``gateway.domain.kinds``.
+
+Hong Kong and Macau labs have no CMA qualification (资质认定 is a mainland scheme): a
+test report or PT result whose issuer is CN-HK or CN-MO may leave ``lab_cma_number``
+empty, and then its ``accreditation_number`` (e.g. "HOKLAS 058") is required and is the
+lab's identity: in the PT key's lab slot, in the store's subject, and in recognition,
+which checks that accreditation instead of a CMA qualification.
 """
 
 from __future__ import annotations
@@ -68,17 +72,21 @@ from gateway.domain.certificates import (
     check_transition,
 )
 from gateway.domain.errors import FieldViolation, collect
+from gateway.domain.kinds import (
+    ASSESSOR,
+    ASSESSOR_KIND,
+    MAX_KEY_LEN,
+    PT_RESULT,
+    PT_RESULT_KIND,
+    SPOT_CHECK,
+    SPOT_CHECK_KIND,
+    TEST_REPORT,
+    TEST_REPORT_KIND,
+)
 
 # Expiry dates and "effective on" days are Chinese calendar dates.
 CHINA = ZoneInfo("Asia/Shanghai")
 
-ASSESSOR = "assessor"
-TEST_REPORT = "test_report"
-PT_RESULT = "pt_result"
-SPOT_CHECK = "spot_check"
-
-# Receipts, audit leaves and reconciliation store keys in columns of this width.
-MAX_KEY_LEN = 200
 MAX_NUMBER_LEN = identifiers.MAX_CERTIFICATE_NUMBER_LEN
 MAX_GRADE_LEN = 40
 MAX_FIELD_LEN = 40
@@ -199,7 +207,7 @@ class Assessor:
 
     @property
     def key(self) -> str:
-        return f"{ASSESSOR}/{self.home}/{self.registration_number}"
+        return ASSESSOR_KIND.key(self)
 
     @property
     def valid_until(self) -> date | None:
@@ -230,7 +238,12 @@ class TestReport:
 
     @property
     def key(self) -> str:
-        return f"{TEST_REPORT}/{self.issuer}/{self.report_number}"
+        return TEST_REPORT_KIND.key(self)
+
+    @property
+    def lab(self) -> str:
+        """The lab's identity: its CMA number, or its accreditation number when it has none."""
+        return self.lab_cma_number or self.accreditation_number
 
     @property
     def valid_until(self) -> date | None:
@@ -257,10 +270,17 @@ class PtResult:
     effective_at: datetime
     version: int
     classification: PtClass
+    # The lab's accreditation; the lab's identity when it has no CMA number (HK/MO).
+    accreditation_number: str = ""
 
     @property
     def key(self) -> str:
-        return f"{PT_RESULT}/{self.issuer}/{self.scheme_id}/{self.round}/{self.lab_cma_number}/{self.analyte}"
+        return PT_RESULT_KIND.key(self)
+
+    @property
+    def lab(self) -> str:
+        """The key's lab slot: the CMA number, or the accreditation number when there is none."""
+        return self.lab_cma_number or self.accreditation_number
 
     @property
     def valid_until(self) -> date | None:
@@ -286,7 +306,7 @@ class SpotCheck:
 
     @property
     def key(self) -> str:
-        return f"{SPOT_CHECK}/{self.issuer}/{self.check_id}"
+        return SPOT_CHECK_KIND.key(self)
 
     @property
     def valid_until(self) -> date | None:
@@ -522,6 +542,46 @@ class _Form:
                 if not slash_ok and "/" in value:
                     self.bad(field, "must not contain '/': it separates the parts of the record key")
 
+    def lab_identity(
+        self,
+        *,
+        issuer: str,
+        lab_cma_number: str,
+        accreditation_number: str,
+        cma_max_len: int,
+        accreditation_max_len: int,
+        slash_ok: bool,
+    ) -> None:
+        """The lab's CMA number, or for a Hong Kong or Macau issuer its accreditation instead."""
+        by_accreditation = not lab_cma_number and issuer in identifiers.HK_MO_PARTICIPANTS
+        if not by_accreditation:
+            self.key_part("lab_cma_number", lab_cma_number, max_len=cma_max_len, slash_ok=slash_ok)
+        if not self.text(
+            "accreditation_number", accreditation_number, max_len=accreditation_max_len, required=False
+        ):
+            return
+        shaped = identifiers.ACCREDITATION_ID_RE.match(accreditation_number) is not None
+        if by_accreditation and not accreditation_number:
+            self.bad(
+                "accreditation_number",
+                "required when lab_cma_number is empty: a Hong Kong or Macau lab is identified by its "
+                "accreditation, e.g. 'HOKLAS 058'",
+            )
+        elif by_accreditation and not shaped:
+            # It stands in for the CMA number, so it must be one the gateway can look up.
+            self.bad(
+                "accreditation_number",
+                f"identifies the lab (lab_cma_number is empty), so it must be an HKAS or CNAS "
+                f"accreditation id such as 'HOKLAS 058' or 'CNAS L1234', got {_quote(accreditation_number)}",
+            )
+        elif accreditation_number and not shaped:
+            # Optional: not every lab is accredited, and CMA alone lets a lab issue reports.
+            self.warn(
+                "accreditation_number",
+                f"{accreditation_number!r} is not a CNAS/HKAS accreditation id "
+                f"(e.g. 'CNAS L1234', 'HOKLAS 058'); accepted",
+            )
+
     def participant(self, field: str, value: str) -> None:
         if not value:
             self.bad(field, "required")
@@ -591,7 +651,7 @@ def build_assessor(
     effective_at: datetime | None,
     evaluations: Sequence[EvaluationInput],
     version: int,
-    field_prefix: str = "assessor",
+    field_prefix: str = ASSESSOR,
 ) -> tuple[Assessor, list[str]]:
     """Validate a submitted assessor record and build it; see ``build_certificate``.
 
@@ -682,7 +742,7 @@ def build_test_report(
     reason: str,
     effective_at: datetime | None,
     version: int,
-    field_prefix: str = "test_report",
+    field_prefix: str = TEST_REPORT,
 ) -> tuple[TestReport, list[str]]:
     """Validate a submitted test report and build it; see ``build_certificate``."""
     f = _Form(field_prefix)
@@ -691,21 +751,14 @@ def build_test_report(
     f.text("lab_name", lab_name, max_len=MAX_NAME_LEN)
     # Not part of this key, but it is looked up as a CMA certificate number, so the same
     # shape rules apply; CMA number formats are weakly sourced, so nothing stricter.
-    f.key_part("lab_cma_number", lab_cma_number, max_len=MAX_NUMBER_LEN, slash_ok=True)
-    accreditation_ok = f.text(
-        "accreditation_number", accreditation_number, max_len=MAX_ACCREDITATION_LEN, required=False
+    f.lab_identity(
+        issuer=issuer,
+        lab_cma_number=lab_cma_number,
+        accreditation_number=accreditation_number,
+        cma_max_len=MAX_NUMBER_LEN,
+        accreditation_max_len=MAX_ACCREDITATION_LEN,
+        slash_ok=True,
     )
-    # Optional: not every lab is accredited, and CMA alone lets a lab issue reports.
-    if (
-        accreditation_ok
-        and accreditation_number
-        and not identifiers.ACCREDITATION_ID_RE.match(accreditation_number)
-    ):
-        f.warn(
-            "accreditation_number",
-            f"{accreditation_number!r} is not a CNAS/HKAS accreditation id "
-            f"(e.g. 'CNAS L1234', 'HOKLAS 058'); accepted",
-        )
     f.text("product", product, max_len=MAX_PRODUCT_LEN)
     f.text("standard", standard, max_len=MAX_STANDARD_LEN)
     conclusion_v = f.member("conclusion", Conclusion, conclusion)
@@ -757,7 +810,8 @@ def build_pt_result(
     version: int,
     boundaries: PtBoundaries = DEFAULT_PT_BOUNDARIES,
     z_tolerance: float = 0.01,
-    field_prefix: str = "pt_result",
+    field_prefix: str = PT_RESULT,
+    accreditation_number: str = "",
 ) -> tuple[PtResult, list[str]]:
     """Validate a submitted PT result, check its z-score and classify it.
 
@@ -774,7 +828,15 @@ def build_pt_result(
     f.key_part("scheme_id", scheme_id, max_len=MAX_SCHEME_ID_LEN)
     f.key_part("round", round, max_len=MAX_ROUND_LEN)
     f.text("lab_name", lab_name, max_len=MAX_NAME_LEN)
-    f.key_part("lab_cma_number", lab_cma_number, max_len=MAX_PT_LAB_CMA_LEN)
+    # The lab is a key part: whichever identifies it must fit the slot and hold no "/".
+    f.lab_identity(
+        issuer=issuer,
+        lab_cma_number=lab_cma_number,
+        accreditation_number=accreditation_number,
+        cma_max_len=MAX_PT_LAB_CMA_LEN,
+        accreditation_max_len=MAX_PT_LAB_CMA_LEN,
+        slash_ok=False,
+    )
     f.label("analyte", analyte, max_len=MAX_ANALYTE_LEN)
 
     assigned = None if assigned_value is None else f.number("assigned_value", assigned_value)
@@ -826,6 +888,7 @@ def build_pt_result(
         effective_at=effective_utc,
         version=version,
         classification=classify_z(z, boundaries),
+        accreditation_number=accreditation_number,
     )
     return record, f.warnings
 
@@ -844,7 +907,7 @@ def build_spot_check(
     reason: str,
     effective_at: datetime | None,
     version: int,
-    field_prefix: str = "spot_check",
+    field_prefix: str = SPOT_CHECK,
 ) -> tuple[SpotCheck, list[str]]:
     """Validate a submitted spot-check result and build it; see ``build_certificate``."""
     f = _Form(field_prefix)

@@ -318,7 +318,11 @@ class Verifier:
                 accreditation_number=msg.accreditation_number,
             )
         if isinstance(msg, records_pb2.PtResult):
-            return rules.check_pt_result(sender=sender, lab_cma_number=msg.lab_cma_number)
+            return rules.check_pt_result(
+                sender=sender,
+                lab_cma_number=msg.lab_cma_number,
+                accreditation_number=msg.accreditation_number,
+            )
         return rules.check_other(sender=sender)
 
 

@@ -75,6 +75,17 @@ class _CertificateSchemeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Cer
     """服务认证"""
     CERTIFICATE_SCHEME_VOLUNTARY_PRODUCT: _CertificateScheme.ValueType  # 12
     """自愿性产品认证"""
+    CERTIFICATE_SCHEME_HOKLAS: _CertificateScheme.ValueType  # 13
+    """Hong Kong Accreditation Service programmes, published only by CN-HK. The
+    certificate_number is the HKAS registration number: three digits and an optional
+    letter ("058", "850S"); the programme is the scheme, so "HOKLAS 058" is scheme
+    HOKLAS, number "058".
+    HKAS laboratory accreditation
+    """
+    CERTIFICATE_SCHEME_HKCAS: _CertificateScheme.ValueType  # 14
+    """HKAS certification body accreditation"""
+    CERTIFICATE_SCHEME_HKIAS: _CertificateScheme.ValueType  # 15
+    """HKAS inspection body accreditation"""
 
 class CertificateScheme(_CertificateScheme, metaclass=_CertificateSchemeEnumTypeWrapper): ...
 
@@ -103,6 +114,17 @@ CERTIFICATE_SCHEME_SERVICE: CertificateScheme.ValueType  # 11
 """服务认证"""
 CERTIFICATE_SCHEME_VOLUNTARY_PRODUCT: CertificateScheme.ValueType  # 12
 """自愿性产品认证"""
+CERTIFICATE_SCHEME_HOKLAS: CertificateScheme.ValueType  # 13
+"""Hong Kong Accreditation Service programmes, published only by CN-HK. The
+certificate_number is the HKAS registration number: three digits and an optional
+letter ("058", "850S"); the programme is the scheme, so "HOKLAS 058" is scheme
+HOKLAS, number "058".
+HKAS laboratory accreditation
+"""
+CERTIFICATE_SCHEME_HKCAS: CertificateScheme.ValueType  # 14
+"""HKAS certification body accreditation"""
+CERTIFICATE_SCHEME_HKIAS: CertificateScheme.ValueType  # 15
+"""HKAS inspection body accreditation"""
 Global___CertificateScheme: _TypeAlias = CertificateScheme  # noqa: Y015
 
 class _CertificateState:
@@ -338,7 +360,10 @@ class Holder(_message.Message):
     credit_code: _builtins.str
     """Unified social credit code (GB 32100-2015), 18 characters. Codes whose check
     character fails are refused, except known legacy forms, which are accepted with a
-    warning on the receipt.
+    warning on the receipt. When the issuer is CN-HK or CN-MO it may be empty (the
+    certificate or accreditation number identifies the holder), a Hong Kong Business
+    Registration number (8 digits), a Macau commercial registration number (digits;
+    another shape is accepted with a warning) or a credit code.
     """
     def __init__(
         self,
@@ -566,10 +591,16 @@ class TestReport(_message.Message):
     lab_name: _builtins.str
     lab_cma_number: _builtins.str
     """The lab's CMA qualification certificate number; recognition checks that this
-    CMA certificate (scheme CMA) was valid on the issue date.
+    CMA certificate (scheme CMA) was valid on the issue date. Required, except when
+    the issuer is CN-HK or CN-MO: their labs have no CMA qualification and may leave
+    it empty.
     """
     accreditation_number: _builtins.str
-    """e.g. "CNAS L1234"; optional."""
+    """e.g. "CNAS L1234"; optional when lab_cma_number is set. When lab_cma_number is
+    empty it is required, must be an HKAS or CNAS id ("HOKLAS 058"), identifies the
+    lab, and recognition checks the certificate status record of that accreditation
+    (scheme HOKLAS, number "058") was valid on the issue date instead.
+    """
     product: _builtins.str
     standard: _builtins.str
     """e.g. "GB 4943.1-2022" """
@@ -630,6 +661,7 @@ class PtResult(_message.Message):
     EFFECTIVE_AT_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     CLASSIFICATION_FIELD_NUMBER: _builtins.int
+    ACCREDITATION_NUMBER_FIELD_NUMBER: _builtins.int
     issuer: _builtins.str
     """Participant whose body ran the scheme, e.g. "CN-BJ"."""
     scheme_id: _builtins.str
@@ -638,6 +670,9 @@ class PtResult(_message.Message):
     """e.g. "2026-1" """
     lab_name: _builtins.str
     lab_cma_number: _builtins.str
+    """Required, except when the issuer is CN-HK or CN-MO (see TestReport): then it may
+    be empty and accreditation_number is the lab's identity, in the record key too.
+    """
     analyte: _builtins.str
     """e.g. "铅 (Pb) in 大米" """
     assigned_value: _builtins.float
@@ -651,6 +686,10 @@ class PtResult(_message.Message):
     version: _builtins.int
     classification: Global___PtClass.ValueType
     """Set by the gateway on read; ignored in submissions."""
+    accreditation_number: _builtins.str
+    """The lab's accreditation, e.g. "HOKLAS 058"; optional when lab_cma_number is set,
+    required (an HKAS or CNAS id, at most 40 characters) when it is empty.
+    """
     @_builtins.property
     def effective_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -672,10 +711,11 @@ class PtResult(_message.Message):
         effective_at: _timestamp_pb2.Timestamp | None = ...,
         version: _builtins.int = ...,
         classification: Global___PtClass.ValueType = ...,
+        accreditation_number: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_assigned_value", b"_assigned_value", "_sigma", b"_sigma", "assigned_value", b"assigned_value", "effective_at", b"effective_at", "sigma", b"sigma"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_assigned_value", b"_assigned_value", "_sigma", b"_sigma", "analyte", b"analyte", "assigned_value", b"assigned_value", "classification", b"classification", "effective_at", b"effective_at", "issuer", b"issuer", "lab_cma_number", b"lab_cma_number", "lab_name", b"lab_name", "reason", b"reason", "report_date", b"report_date", "reported_value", b"reported_value", "round", b"round", "scheme_id", b"scheme_id", "sigma", b"sigma", "state", b"state", "version", b"version", "z_score", b"z_score"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_assigned_value", b"_assigned_value", "_sigma", b"_sigma", "accreditation_number", b"accreditation_number", "analyte", b"analyte", "assigned_value", b"assigned_value", "classification", b"classification", "effective_at", b"effective_at", "issuer", b"issuer", "lab_cma_number", b"lab_cma_number", "lab_name", b"lab_name", "reason", b"reason", "report_date", b"report_date", "reported_value", b"reported_value", "round", b"round", "scheme_id", b"scheme_id", "sigma", b"sigma", "state", b"state", "version", b"version", "z_score", b"z_score"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__assigned_value: _TypeAlias = _typing.Literal["assigned_value"]  # noqa: Y015
     _WhichOneofArgType__assigned_value: _TypeAlias = _typing.Literal["_assigned_value", b"_assigned_value"]  # noqa: Y015

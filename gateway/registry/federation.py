@@ -22,6 +22,7 @@ from gateway.crypto.suites import PublicKey, Suite
 from gateway.domain.certificates import Scheme
 from gateway.domain.errors import Unauthenticated
 from gateway.domain.jurisdiction import NATIONAL_CMA_AUTHORITY, CertificateBlock, Jurisdiction, Jurisdictions
+from gateway.domain.kinds import ASSESSOR, CERTIFICATE_STATUS
 from gateway.domain.recognition import RECORD_KINDS, Agreement
 
 FEDERATION_FILE = "federation.toml"
@@ -561,9 +562,9 @@ def _load_agreement(
     fields = _names(table, "fields", entry, problems, required=False)
     # Only certificate_status records carry a scheme and only assessor records a
     # technical field: elsewhere the restriction would silently restrict nothing.
-    if schemes and kinds and "certificate_status" not in kinds:
+    if schemes and kinds and CERTIFICATE_STATUS not in kinds:
         problems.add(entry, "schemes restrict certificate_status records, but kinds does not include it")
-    if fields and kinds and "assessor" not in kinds:
+    if fields and kinds and ASSESSOR not in kinds:
         problems.add(entry, "fields restrict assessor records, but kinds does not include assessor")
     effective_from = _date(table, "effective_from", entry, problems, required=True)
     effective_until = _date(table, "effective_until", entry, problems, required=False)

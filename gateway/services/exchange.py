@@ -15,10 +15,10 @@ from typing import Any
 
 import grpc
 
-from gateway.convert import KIND_NUMBERS, us_to_datetime
+from gateway.convert import us_to_datetime
 from gateway.domain.certificates import CertState, Scheme, derive_state
 from gateway.domain.errors import FieldViolation, InvalidArgument, MrxError, NotFound
-from gateway.domain.records import ASSESSOR
+from gateway.domain.kinds import ASSESSOR_KIND, kind_of_key
 from gateway.ledger.front import Submitter
 from gateway.ledger.values import Accepted
 from gateway.pb import envelope_pb2, exchange_pb2, exchange_pb2_grpc, records_pb2
@@ -159,11 +159,12 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
     ) -> exchange_pb2.RecordView:
         principal = self._auth.authenticate(context, SERVICE + "GetRecord", request)
         key = check_record_key(request.record_key, field="record_key")
-        kind, issuer = key.split("/")[:2]
-        if kind == ASSESSOR:
+        kind = kind_of_key(key)
+        if kind is ASSESSOR_KIND:
             # Assessor records are personal data: checked before the lookup, so a refusal
             # says nothing about whether the record exists.
-            self._auth.require_personal_data(principal, issuer=issuer, kind=kind, today=self._today())
+            home = kind.parse_key(key)["home"]
+            self._auth.require_personal_data(principal, issuer=home, kind=kind.name, today=self._today())
         snap = self._records.snapshot(key)
         if snap is None:
             raise NotFound(f"no record {key} has been published", reason="RECORD_NOT_FOUND")
@@ -206,6 +207,14 @@ def _text_violations(**fields: str) -> list[FieldViolation]:
     return found
 
 
+def _parses(key: str) -> bool:
+    try:
+        kind_of_key(key).parse_key(key)
+    except ValueError:
+        return False
+    return True
+
+
 def check_record_key(key: str, *, field: str) -> str:
     """A record key as the gateway issues them: kind/... , bounded, no control characters."""
     problem = None
@@ -215,7 +224,7 @@ def check_record_key(key: str, *, field: str) -> str:
         problem = "at most 200 characters"
     elif has_control_chars(key):
         problem = "must not contain control characters"
-    elif key.split("/", 1)[0] not in KIND_NUMBERS or key.count("/") < 2:
+    elif not _parses(key):
         problem = "must look like <kind>/<issuer or scheme>/<number>, as in receipts"
     if problem:
         raise InvalidArgument(f"{field}: {problem}", violations=[FieldViolation(field, problem)])

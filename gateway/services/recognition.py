@@ -12,8 +12,10 @@ import grpc
 from gateway.convert import record_from_proto, us_to_datetime
 from gateway.crypto.dsse import DECISION_PAYLOAD_TYPE, sign_envelope
 from gateway.crypto.suites import PrivateKey
-from gateway.domain.certificates import CertState
+from gateway.domain.certificates import CertState, Scheme
 from gateway.domain.errors import FieldViolation, InvalidArgument, PermissionDenied
+from gateway.domain.identifiers import hkas_accreditation
+from gateway.domain.kinds import ASSESSOR_KIND, CERTIFICATE, TEST_REPORT_KIND, kind_of_key
 from gateway.domain.recognition import (
     AssessorFacts,
     LabFacts,
@@ -72,7 +74,10 @@ class RecognitionServicer(recognition_pb2_grpc.RecognitionServiceServicer):
         elif which == "assessor":
             q = request.assessor
             _check_question(q)
-            key = check_record_key(f"assessor/{q.home}/{q.registration_number}", field="assessor")
+            key = check_record_key(
+                ASSESSOR_KIND.format_key(home=q.home, registration_number=q.registration_number),
+                field="assessor",
+            )
             snap = self._records.snapshot(key)
             outcome = self._assessor(principal.code, q, snap, as_of)
             decision.record_key = key
@@ -101,33 +106,16 @@ class RecognitionServicer(recognition_pb2_grpc.RecognitionServiceServicer):
         agreements = list(self._federation.agreements.values())
         if snap is None:
             return decide_record(asker=asker, facts=None, agreements=agreements, as_of=as_of)
-        kind, rest = key.split("/", 1)
+        kind = kind_of_key(key)
         submission, envelope = _decode(snap)
         on = _state_on(snap, as_of)
         revoked, revoked_at = self._key_revoked(envelope)
-        lab = None
-        if kind == "test_report":
-            report = submission.test_report
-            issued = date.fromisoformat(report.issue_date)
-            lab_snap = self._records.snapshot(f"certificate_status/CMA/{report.lab_cma_number}")
-            if lab_snap is None:
-                lab = LabFacts(
-                    cma_number=report.lab_cma_number, found=False, state_on_issue_date=None, since=None
-                )
-            else:
-                lab_on = _state_on(lab_snap, issued)
-                lab = LabFacts(
-                    cma_number=report.lab_cma_number,
-                    found=True,
-                    state_on_issue_date=lab_on.state,
-                    since=lab_on.since,
-                    issue_date=issued,
-                )
+        lab = self._lab(submission.test_report) if kind is TEST_REPORT_KIND else None
         facts = RecordFacts(
-            kind=kind,
+            kind=kind.name,
             key=key,
             issuer=snap.issuer,
-            scheme=rest.split("/", 1)[0] if kind == "certificate_status" else None,
+            scheme=kind.parse_key(key)["scheme"] if kind is CERTIFICATE else None,
             state=on.state,
             state_since=on.since,
             issuer_key_revoked=revoked,
@@ -135,6 +123,39 @@ class RecognitionServicer(recognition_pb2_grpc.RecognitionServiceServicer):
             lab=lab,
         )
         return decide_record(asker=asker, facts=facts, agreements=agreements, as_of=as_of)
+
+    def _lab(self, report: records_pb2.TestReport) -> LabFacts:
+        """The facts of what the lab's right to issue rests on: its CMA qualification, or
+        for a Hong Kong or Macau lab without one, its HKAS accreditation."""
+        issued = date.fromisoformat(report.issue_date)
+        lab_key: str | None
+        if report.lab_cma_number:
+            lab_key = CERTIFICATE.format_key(scheme=Scheme.CMA.name, certificate_number=report.lab_cma_number)
+        else:
+            # Validation made the accreditation the lab's identity; only HKAS ones are
+            # published here (a CNAS or foreign one cannot be looked up: UNKNOWN).
+            hkas = hkas_accreditation(report.accreditation_number)
+            lab_key = (
+                None if hkas is None else CERTIFICATE.format_key(scheme=hkas[0], certificate_number=hkas[1])
+            )
+        lab_snap = self._records.snapshot(lab_key) if lab_key is not None else None
+        if lab_snap is None:
+            return LabFacts(
+                cma_number=report.lab_cma_number,
+                accreditation_number=report.accreditation_number,
+                found=False,
+                state_on_issue_date=None,
+                since=None,
+            )
+        lab_on = _state_on(lab_snap, issued)
+        return LabFacts(
+            cma_number=report.lab_cma_number,
+            accreditation_number=report.accreditation_number,
+            found=True,
+            state_on_issue_date=lab_on.state,
+            since=lab_on.since,
+            issue_date=issued,
+        )
 
     def _assessor(
         self, asker: str, q: recognition_pb2.AssessorQuestion, snap: RecordSnapshot | None, as_of: date

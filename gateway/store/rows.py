@@ -7,13 +7,13 @@ writer's stateful checks.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table
 
-from gateway.convert import KIND_NUMBERS
 from gateway.domain.certificates import Certificate
+from gateway.domain.kinds import kind_of_record
 from gateway.domain.records import Record
 from gateway.store.schema import certificates, records
 
@@ -43,30 +43,18 @@ def current_row(record: Record, log_index: int) -> tuple[Table, dict[str, Any]]:
             "issue_date": record.issue_date,
             "expiry_date": record.expiry_date,
         }
+    kind = kind_of_record(record)
     return records, {
         **common,
-        "kind": _kind_number(record),
-        "valid_until": _attr(record, "valid_until", date),
-        "subject": _subject(record),
+        "kind": int(kind.number),
+        "valid_until": kind.valid_until(record),
+        "subject": kind.subject(record)[:SUBJECT_LEN],
         "classification": _int_or_none(getattr(record, "classification", None)),
     }
 
 
-def _kind_number(record: Record) -> int:
-    return KIND_NUMBERS[str(getattr(record, "kind"))]  # noqa: B009  (a class constant, not in the protocol)
-
-
-def _subject(record: Record) -> str:
-    for name in ("lab_cma_number", "target_credit_code"):
-        value = getattr(record, name, None)
-        if isinstance(value, str):
-            return value[:64]
-    return ""
-
-
-def _attr(record: Record, name: str, kind: type[date]) -> date | None:
-    value = getattr(record, name, None)
-    return value if isinstance(value, kind) else None
+# The width of records.subject.
+SUBJECT_LEN = 64
 
 
 def _int_or_none(value: object) -> int | None:

@@ -67,6 +67,9 @@ def test_proto_enum_values() -> None:
         ("GREEN_PRODUCT", 10),
         ("SERVICE", 11),
         ("VOLUNTARY_PRODUCT", 12),
+        ("HOKLAS", 13),
+        ("HKCAS", 14),
+        ("HKIAS", 15),
     ]
     assert [(s.name, s.value) for s in CertState] == [
         ("VALID", 1),

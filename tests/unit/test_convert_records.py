@@ -134,7 +134,12 @@ def test_raw_record_key_of_unvalidated_records_is_bounded():
     pt = records_pb2.PtResult(
         issuer="CN-BJ", scheme_id="S" * 90, round="R", lab_cma_number="L", analyte="a/b"
     )
-    assert raw_record_key(pt) == f"pt_result/CN-BJ/{'S' * 40}/R/L/a/b"
+    assert raw_record_key(pt) == f"pt_result/CN-BJ/{'S' * 64}/R/L/a/b"
+    huge = records_pb2.PtResult(issuer="CN-BJ", scheme_id="S" * 90, round="R" * 90, analyte="A" * 90)
+    assert len(raw_record_key(huge)) == 200
+    # A Hong Kong lab without a CMA number is keyed by its accreditation, as validated ones are.
+    hk = records_pb2.PtResult(issuer="CN-HK", scheme_id="S", round="R", accreditation_number="HOKLAS 058")
+    assert raw_record_key(hk) == "pt_result/CN-HK/S/R/HOKLAS 058/"
     assert raw_record_key(records_pb2.CertificateStatus(scheme=99, certificate_number="N")) == (
         "certificate_status/SCHEME_99/N"
     )
