@@ -23,8 +23,12 @@ from gateway.client import GatewayClient, SubmissionRefused, make_submission
 from gateway.crypto.dsse import verify_envelope_signature
 from gateway.crypto.suites import PrivateKey, Suite
 from gateway.demo_fixtures import (
+    DEMO_HK_LABS,
     demo_assessors,
     demo_certificates,
+    demo_hk_accreditations,
+    demo_hk_pt_results,
+    demo_hk_test_reports,
     demo_lab_cma_certificates,
     demo_pt_results,
     demo_spot_checks,
@@ -200,7 +204,7 @@ def run_demo(*, database: str | None, template: Path, keep: bool, out: TextIO) -
         clients.update(
             {
                 code: GatewayClient(target, sender=code, signer=signers[code])
-                for code in ("CN-SN", "CN-HE", "CN-FJ")
+                for code in ("CN-SN", "CN-HE", "CN-FJ", "CN-HK")
             }
         )
         result_keys = _publish_results(clients, today, say, failures)
@@ -361,6 +365,10 @@ def _publish_results(
         ("CN-BJ", "PT results", list(demo_pt_results("CN-BJ", count=6, today=today))),
         ("CN-SH", "spot checks", list(demo_spot_checks("CN-SH", count=4, today=today))),
         ("CN-SN", "assessor records", list(demo_assessors("CN-SN", count=4, today=today))),
+        # Hong Kong labs have no CMA number: their HOKLAS accreditation identifies them.
+        ("CN-HK", "HOKLAS accreditations", list(demo_hk_accreditations(today=today))),
+        ("CN-HK", "HK test reports", list(demo_hk_test_reports(count=len(DEMO_HK_LABS), today=today))),
+        ("CN-HK", "HK PT results", list(demo_hk_pt_results(count=4, today=today))),
     ]
     for code, label, records in batches:
         outcomes = list(clients[code].publish_many(records))
@@ -370,6 +378,9 @@ def _publish_results(
             failures.append(f"{code} {label}: {len(records) - len(receipts)} refused")
             continue
         keys[label] = receipts[0].record_key
+        if label == "HK test reports":
+            # The second demo lab's accreditation is suspended: its report is the refusal.
+            keys["HK test report, suspended lab"] = receipts[1].record_key
         if label == "PT results":
             classes = [clients[code].get_record(r.record_key).pt_classification for r in receipts]
             counts = {recognition_name(c): classes.count(c) for c in sorted(set(classes))}
@@ -438,6 +449,20 @@ def _recognition(
             "QUALIFICATION_EXPIRED",
             f"another for {lapsed_field}",
             {"assessor": assessor_question(expired, lapsed_field)},
+        ),
+        (
+            "CN-GD",
+            "RECOGNISED",
+            "",
+            f"a Hong Kong report ({DEMO_HK_LABS[0].accreditation_number})",
+            {"record_key": keys.get("HK test reports", "")},
+        ),
+        (
+            "CN-GD",
+            "NOT_RECOGNISED",
+            "LAB_NOT_ACCREDITED",
+            f"one by {DEMO_HK_LABS[1].accreditation_number} (suspended)",
+            {"record_key": keys.get("HK test report, suspended lab", "")},
         ),
     ]
     for asker, verdict, reason, label, question in questions:

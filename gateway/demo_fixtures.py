@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+from gateway.domain import identifiers
 from gateway.domain.certificates import Certificate, CertState, Holder, Scheme
 from gateway.domain.identifiers import make_credit_code
 from gateway.domain.records import (
@@ -666,3 +667,148 @@ def demo_spot_checks(issuer: str, *, count: int, today: date) -> list[SpotCheck]
             )
         )
     return checks
+
+
+# ---- Hong Kong labs (HOKLAS): no CMA number, identified by their accreditation ----------
+
+HK_PARTICIPANT = "CN-HK"
+HKAS_BODY = identifiers.HKAS_BODY
+# HKAS reassesses accredited bodies on a four-year cycle.
+_HKAS_CYCLE_YEARS = 4
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DemoHkLab:
+    name: str
+    # As written on a report: programme and HKAS registration number.
+    accreditation_number: str
+    # Hong Kong Business Registration number (8 digits): the holder identifier there.
+    business_registration: str
+    # Days before "today" the current accreditation was granted.
+    accredited_days_ago: int
+    # Set for a lab whose accreditation is suspended, with the days ago it took effect.
+    suspended_days_ago: int | None = None
+
+    @property
+    def hkas(self) -> tuple[str, str]:
+        programme, number = self.accreditation_number.split(" ")
+        return programme, number
+
+
+DEMO_HK_LABS: tuple[DemoHkLab, ...] = (
+    DemoHkLab(
+        name="維港檢測實驗所有限公司 Victoria Harbour Testing Laboratory Ltd.（示例）",
+        accreditation_number="HOKLAS 058",
+        business_registration="31527046",
+        accredited_days_ago=900,
+    ),
+    DemoHkLab(
+        name="九龍化驗所有限公司 Kowloon Analytical Laboratory Ltd.（示例）",
+        accreditation_number="HOKLAS 212",
+        business_registration="60814235",
+        accredited_days_ago=700,
+        # Suspended before every demo report it issued: those reports are not recognised.
+        suspended_days_ago=200,
+    ),
+)
+
+
+def demo_hk_accreditations(*, today: date) -> list[Certificate]:
+    """The HOKLAS accreditations of the demo Hong Kong labs, as CN-HK publishes them.
+
+    Scheme HOKLAS, number the HKAS registration number ("058"), holder identified by its
+    Business Registration number. Each passes ``build_certificate`` with no warnings.
+    """
+    certs: list[Certificate] = []
+    for lab in DEMO_HK_LABS:
+        programme, number = lab.hkas
+        issued = today - timedelta(days=lab.accredited_days_ago)
+        suspended = lab.suspended_days_ago is not None
+        effective = (
+            issued if lab.suspended_days_ago is None else today - timedelta(days=lab.suspended_days_ago)
+        )
+        certs.append(
+            Certificate(
+                certificate_number=number,
+                scheme=Scheme[programme],
+                issuing_body=HKAS_BODY,
+                issuer=HK_PARTICIPANT,
+                holder=Holder(name=lab.name, credit_code=lab.business_registration),
+                scope="Chemical testing: food, toys, textiles (化學測試：食品、玩具、紡織品)",
+                state=CertState.SUSPENDED if suspended else CertState.VALID,
+                reason="Suspended pending reassessment (暫停認可，待重新評審)" if suspended else "",
+                effective_at=_midnight_utc(effective),
+                issue_date=issued,
+                expiry_date=_add_years(issued, _HKAS_CYCLE_YEARS),
+                version=1,
+            )
+        )
+    return certs
+
+
+def demo_hk_test_reports(*, count: int, today: date) -> list[TestReport]:
+    """``count`` VALID test reports by the demo Hong Kong labs, in turn: no CMA number, the
+    lab identified by its HOKLAS accreditation. Each passes ``build_test_report`` with no
+    warnings; every report is issued after its lab's accreditation took its current state."""
+    if count < 0:
+        raise ValueError("count must not be negative")
+    reports: list[TestReport] = []
+    for serial in range(1, count + 1):
+        lab = DEMO_HK_LABS[(serial - 1) % len(DEMO_HK_LABS)]
+        product, standard = _REPORT_SUBJECTS[serial % len(_REPORT_SUBJECTS)]
+        issued = today - timedelta(days=3 + (serial * 29) % 150)
+        reports.append(
+            TestReport(
+                report_number=f"HK-{issued.year:04d}-{serial:06d}",
+                issuer=HK_PARTICIPANT,
+                lab_name=lab.name,
+                lab_cma_number="",
+                accreditation_number=lab.accreditation_number,
+                product=product,
+                standard=standard,
+                conclusion=_CONCLUSION_CYCLE[serial % len(_CONCLUSION_CYCLE)],
+                issue_date=issued,
+                state=CertState.VALID,
+                reason="",
+                effective_at=_midnight_utc(issued),
+                version=1,
+            )
+        )
+    return reports
+
+
+def demo_hk_pt_results(*, count: int, today: date) -> list[PtResult]:
+    """``count`` VALID PT results of a CN-HK-run scheme for the demo Hong Kong labs, keyed by
+    accreditation number in the lab slot. Each passes ``build_pt_result`` with no warnings."""
+    if count < 0:
+        raise ValueError("count must not be negative")
+    results: list[PtResult] = []
+    for serial in range(count):
+        lab = DEMO_HK_LABS[serial % len(DEMO_HK_LABS)]
+        which = (serial // len(DEMO_HK_LABS)) % len(_PT_ANALYTES)
+        analyte, assigned, sigma = _PT_ANALYTES[which]
+        reported = round(assigned + _Z_CYCLE[serial % len(_Z_CYCLE)] * sigma, 4)
+        z = round((reported - assigned) / sigma, 2)
+        reported_on = today - timedelta(days=10 + (serial * 13) % 120)
+        results.append(
+            PtResult(
+                issuer=HK_PARTICIPANT,
+                scheme_id=f"HKAS-PT-{today.year:04d}-03",
+                round=f"{today.year:04d}-1",
+                lab_name=lab.name,
+                lab_cma_number="",
+                accreditation_number=lab.accreditation_number,
+                analyte=analyte,
+                assigned_value=assigned,
+                sigma=sigma,
+                reported_value=reported,
+                z_score=z,
+                report_date=reported_on,
+                state=CertState.VALID,
+                reason="",
+                effective_at=_midnight_utc(reported_on),
+                version=1,
+                classification=classify_z(z),
+            )
+        )
+    return results

@@ -76,6 +76,7 @@ MAX_CERTIFICATE_NUMBER_LEN = 64
 HK_MO_PARTICIPANTS = frozenset({"CN-HK", "CN-MO"})
 # Only the Hong Kong Accreditation Service (part of Hong Kong's ITC) grants these.
 HKAS_ISSUER = "CN-HK"
+HKAS_BODY = "HKAS"
 HKAS_SCHEMES = ("HOKLAS", "HKCAS", "HKIAS")
 HKAS_NUMBER_RE = re.compile(r"\A[0-9]{3}[A-Z]?\Z")
 HK_BUSINESS_REGISTRATION_RE = re.compile(r"\A[0-9]{8}\Z")
@@ -229,7 +230,8 @@ def certificate_number_warning(scheme_name: str, number: str) -> str | None:
 
 def issuing_body_warning(body: str) -> str | None:
     """A warning when an issuing body is neither a CNCA approval number nor an accreditation id."""
-    if CNCA_BODY_RE.match(body) or ACCREDITATION_ID_RE.match(body):
+    # HKAS grants HOKLAS/HKCAS/HKIAS accreditations itself, under its own name.
+    if CNCA_BODY_RE.match(body) or ACCREDITATION_ID_RE.match(body) or body == HKAS_BODY:
         return None
     return (
         f"issuing body {body!r} is neither a CNCA approval number (CNCA-R-YYYY-NNN) "
