@@ -173,3 +173,59 @@ def test_the_rules_would_catch_a_violation(tmp_path):
         ]
     finally:
         fake.unlink()
+
+
+# --- one definition per record kind --------------------------------------------------------
+
+KINDS_MODULE = "gateway/domain/kinds.py"
+_KIND_NAMES = ("certificate_status", "assessor", "test_report", "pt_result", "spot_check")
+
+
+def _strings(node: ast.AST) -> list[tuple[int, str]]:
+    """String literals in ``node``, f-strings' literal parts included."""
+    return [
+        (n.lineno, n.value)
+        for n in ast.walk(node)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str)
+    ]
+
+
+def _kind_knowledge(path: Path, root: Path = ROOT) -> list[str]:
+    """Where ``path`` spells a record key's format or lists the kinds itself."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    rel = path.relative_to(root)
+    bad = []
+    for line, text in _strings(tree):
+        # A literal starting "<kind>/" is a key format (or the start of one in an f-string).
+        if any(text.startswith(name + "/") for name in _KIND_NAMES):
+            bad.append(f"{rel}:{line} spells a record key: {text[:40]!r}")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Set | ast.List | ast.Tuple | ast.Dict):
+            items = node.keys if isinstance(node, ast.Dict) else node.elts
+            named = {i.value for i in items if isinstance(i, ast.Constant) and i.value in _KIND_NAMES}
+            if len(named) >= 2:
+                bad.append(f"{rel}:{node.lineno} lists record kinds itself: {sorted(named)}")
+    return bad
+
+
+def _kind_checked_files() -> list[Path]:
+    files = _files("gateway", "adapters")
+    return [p for p in files if "pb" not in p.relative_to(ROOT).parts and p != ROOT / KINDS_MODULE]
+
+
+def test_a_kinds_knowledge_lives_only_in_the_kinds_module():
+    # Key formats and the list of kinds are what an adapter's mapping, the store and
+    # reconciliation must agree on; a second spelling would drift from the first.
+    bad = [b for path in _kind_checked_files() for b in _kind_knowledge(path)]
+    assert not bad, "use gateway.domain.kinds (Kind.key, format_key, kind_names):\n" + "\n".join(bad)
+
+
+def test_the_kind_rule_would_catch_a_violation(tmp_path):
+    spelled = tmp_path / "spelled.py"
+    spelled.write_text(
+        'def key(r):\n    return f"test_report/{r.issuer}/{r.report_number}"\n'
+        'KINDS = frozenset({"assessor", "spot_check"})\n',
+        encoding="utf-8",
+    )
+    found = _kind_knowledge(spelled, tmp_path)
+    assert len(found) == 2 and "spells a record key" in found[0] and "lists record kinds" in found[1]
