@@ -62,6 +62,10 @@ def test_demo_runs_and_shows_every_refusal() -> None:
         "issuer signature (CN-JS/demo, ed25519): verified",
         "issuer signature (CN-TJ/demo, sm2-sm3): verified",
         "CN-TJ 天津市市场监督管理委员会",
+        # A Hong Kong lab without a CMA number: published, and judged by its accreditation.
+        "CN-HK HOKLAS accreditations      2 sent,   2 receipts",
+        "a Hong Kong report (HOKLAS 058)  -> RECOGNISED (GBA-2026-CEPA)",
+        "-> NOT_RECOGNISED (LAB_NOT_ACCREDITED: the lab's accreditation HOKLAS 212 was SUSPENDED",
         "Demo finished",
     ):
         assert expected in out, f"{expected!r} missing from demo output:\n{out}"
