@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from gateway.domain.errors import PermissionDenied
+from gateway.domain.kinds import CERTIFICATE_STATUS
 
 OUTSIDE_JURISDICTION = "OUTSIDE_JURISDICTION"
 OUTSIDE_DECLARED_JURISDICTION = "OUTSIDE_DECLARED_JURISDICTION"
@@ -231,7 +232,7 @@ class Jurisdictions:
         return assessment, own
 
     def check_certificate(
-        self, *, sender: str, scheme: str, number: str, issuing_body: str, prefix: str = "certificate_status"
+        self, *, sender: str, scheme: str, number: str, issuing_body: str, prefix: str = CERTIFICATE_STATUS
     ) -> list[str]:
         """Refuse (raise) or return warnings for a certificate status ``sender`` publishes.
 

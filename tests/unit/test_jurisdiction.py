@@ -13,6 +13,9 @@ from gateway.demo_fixtures import (
     DEMO_PARTICIPANTS,
     demo_assessors,
     demo_certificates,
+    demo_hk_accreditations,
+    demo_hk_pt_results,
+    demo_hk_test_reports,
     demo_lab_cma_certificates,
     demo_test_reports,
 )
@@ -357,3 +360,32 @@ def test_overlapping_blocks_of_two_participants(tmp_path: Path) -> None:
         f'[[jurisdictions]]\nparticipant = "CN-JS"\ncertificate_blocks = [{BLOCK}]\n'
     )
     assert "overlaps CCC serial (characters 11-16) 1..10 declared for CN-SH" in load_error(tmp_path, extra)
+
+
+def test_hong_kong_labs_named_by_accreditation_only() -> None:
+    # No CMA number: no issuing-authority code to read, so no shape-based flag; the
+    # declared HOKLAS labs are CN-HK's, and another member may not report in their name.
+    rules = load_federation(KEYS).jurisdictions
+    today = date(2026, 11, 1)
+    warnings: list[str] = []
+    for cert in demo_hk_accreditations(today=today):
+        warnings += rules.check_certificate(
+            sender="CN-HK",
+            scheme=cert.scheme.name,
+            number=cert.certificate_number,
+            issuing_body=cert.issuing_body,
+        )
+    for r in demo_hk_test_reports(count=2, today=today):
+        warnings += rules.check_test_report(
+            sender="CN-HK", lab_cma_number="", accreditation_number=r.accreditation_number
+        )
+    for p in demo_hk_pt_results(count=2, today=today):
+        warnings += rules.check_pt_result(
+            sender="CN-HK", lab_cma_number="", accreditation_number=p.accreditation_number
+        )
+    assert warnings == []
+    with pytest.raises(PermissionDenied, match=r"test_report\.accreditation_number 'HOKLAS 058'"):
+        rules.check_test_report(sender="CN-GD", lab_cma_number="", accreditation_number="HOKLAS 058")
+    # A PT scheme elsewhere may enrol the Hong Kong lab: flagged, not refused.
+    flagged = rules.check_pt_result(sender="CN-GD", lab_cma_number="", accreditation_number="HOKLAS 058")
+    assert len(flagged) == 1 and "pt_result.accreditation_number" in flagged[0]
