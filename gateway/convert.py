@@ -26,6 +26,7 @@ from gateway.domain.kinds import (
     TEST_REPORT,
     TEST_REPORT_KIND,
     Kind,
+    bind_proto_class,
     kind_named,
 )
 from gateway.domain.records import (
@@ -155,6 +156,9 @@ WIRE_KINDS: Mapping[str, WireKind] = {
     )
 }
 _BY_PROTO: Mapping[type, WireKind] = {w.proto_class: w for w in WIRE_KINDS.values()}
+for _wire in WIRE_KINDS.values():
+    # So that ``Kind.proto_class`` answers wherever a kind is at hand.
+    bind_proto_class(_wire.name, _wire.proto_class)
 
 # Submission oneof field by RecordKind number, and back; derived, kept for their callers.
 KIND_FIELDS: Mapping[int, str] = {w.number: w.field for w in WIRE_KINDS.values()}

@@ -23,6 +23,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 # Receipts, audit leaves and reconciliation store keys in columns of this width.
 MAX_KEY_LEN = 200
@@ -42,6 +43,19 @@ class KindNumber(enum.IntEnum):
     TEST_REPORT = 3
     PT_RESULT = 4
     SPOT_CHECK = 5
+
+
+# The protobuf message class of each kind, by name. The domain imports no protobuf, so
+# gateway.convert (the one place that knows both sides) binds them when it is imported;
+# ``Kind.proto_class`` reads them from here.
+_PROTO_CLASSES: dict[str, type[Any]] = {}
+
+
+def bind_proto_class(name: str, proto_class: type[Any]) -> None:
+    """Called by gateway.convert only: the wire message of kind ``name``."""
+    if name not in KINDS:
+        raise ValueError(f"unknown record kind {name!r}")
+    _PROTO_CLASSES[name] = proto_class
 
 
 def _read(record: object, path: str) -> object:
@@ -95,6 +109,16 @@ class Kind:
             shape = "/".join(f"<{p}>" for p in self.key_parts)
             raise ValueError(f"a {self.name} key is {self.name}/{shape}")
         return dict(zip(self.key_parts, values, strict=True))
+
+    @property
+    def proto_class(self) -> type[Any]:
+        """The ``mrx.v1`` message class of this kind (bound by gateway.convert)."""
+        try:
+            return _PROTO_CLASSES[self.name]
+        except KeyError:
+            raise LookupError(
+                f"no protobuf class bound for {self.name}: import gateway.convert, which binds them"
+            ) from None
 
     def issuer(self, record: object) -> str:
         return str(_read(record, self.issuer_field))

@@ -64,6 +64,7 @@ def test_the_registry_matches_the_wire_contract():
             wire_kind(kind).proto_class.DESCRIPTOR
         )
         assert kinds.KINDS_BY_NUMBER[int(kind.number)] is kind
+        assert kind.proto_class is wire_kind(kind).proto_class
     oneof = [f.name for f in records_pb2.Submission.DESCRIPTOR.oneofs_by_name["record"].fields]
     assert oneof == list(kind_names()) == list(WIRE_KINDS)
     assert dict(KIND_FIELDS) == {int(k.number): k.name for k in kinds.KINDS.values()}
