@@ -59,6 +59,8 @@ def bind_proto_class(name: str, proto_class: type[Any]) -> None:
 
 
 def _read(record: object, path: str) -> object:
+    if "." not in path:
+        return getattr(record, path)
     value = record
     for name in path.split("."):
         value = getattr(value, name)
@@ -67,6 +69,8 @@ def _read(record: object, path: str) -> object:
 
 def _text(value: object) -> str:
     # An enum part (the certificate scheme) is keyed by name: "CCC" reads in a log, 1 does not.
+    if type(value) is str:
+        return value
     return value.name if isinstance(value, enum.Enum) else str(value)
 
 
@@ -91,7 +95,9 @@ class Kind:
 
     def key(self, record: object) -> str:
         """The stable key of ``record`` (any object with this kind's key attributes)."""
-        return self.format_key(**{part: _text(_read(record, part)) for part in self.key_parts})
+        # On the write path for every record, so it skips format_key's checks: the parts
+        # are this kind's own by construction.
+        return "/".join((self.name, *(_text(getattr(record, p)) for p in self.key_parts)))
 
     def format_key(self, **parts: str) -> str:
         """The key made of named parts: ``CERTIFICATE.format_key(scheme="CMA", certificate_number=n)``."""
