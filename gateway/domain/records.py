@@ -916,6 +916,13 @@ def build_spot_check(
     f.text("target_name", target_name, max_len=MAX_NAME_LEN)
     if not target_credit_code:
         f.bad("target_credit_code", "required")
+    elif issuer in identifiers.HK_MO_PARTICIPANTS:
+        # A Hong Kong or Macau target has no credit code; its local registration number
+        # identifies it as a certificate holder's does.
+        try:
+            f.warn("target_credit_code", identifiers.check_hk_mo_holder_id(issuer, target_credit_code))
+        except ValueError as e:
+            f.bad("target_credit_code", str(e))
     else:
         try:
             f.warn("target_credit_code", identifiers.check_credit_code(target_credit_code).warning)

@@ -752,6 +752,9 @@ class SpotCheck(_message.Message):
     """participant that ran the check"""
     target_name: _builtins.str
     target_credit_code: _builtins.str
+    """A unified social credit code; when the issuer is CN-HK or CN-MO, the target's
+    local registration number instead (see Holder.credit_code), still required.
+    """
     check_date: _builtins.str
     """YYYY-MM-DD"""
     outcome: Global___SpotCheckOutcome.ValueType

@@ -15,6 +15,7 @@ from gateway.demo_fixtures import (
     demo_hk_pt_results,
     demo_hk_test_reports,
     demo_pt_results,
+    demo_spot_checks,
     demo_test_reports,
 )
 from gateway.domain.certificates import CertState, Scheme
@@ -274,3 +275,17 @@ def test_mainland_lab_reasons_unchanged():
     out = decide_record(asker="CN-GD", facts=hk_report_facts(lab), agreements=[GBA], as_of=REF)
     assert out.reasons[0].message == "the gateway holds no CMA qualification (资质认定) 202410000100"
     assert out.reasons[0].metadata == {"lab_cma_number": "202410000100"}
+
+
+def test_hong_kong_spot_check_targets_are_named_by_registration_number():
+    check = dataclasses.replace(demo_spot_checks("CN-GD", count=1, today=REF)[0], issuer="CN-HK")
+    record, warnings = submit(check, target_credit_code="31527046")
+    assert (record.target_credit_code, warnings) == ("31527046", [])
+    assert refused(check, target_credit_code="") == {"spot_check.target_credit_code": "required"}
+    problems = refused(check, target_credit_code="3152")
+    assert "Business Registration number" in problems["spot_check.target_credit_code"]
+    # Mainland issuers: a credit code, as before.
+    mainland = demo_spot_checks("CN-GD", count=1, today=REF)[0]
+    assert (
+        "18 characters" in refused(mainland, target_credit_code="31527046")["spot_check.target_credit_code"]
+    )
