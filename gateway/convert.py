@@ -28,6 +28,7 @@ from gateway.domain.kinds import (
     Kind,
     bind_proto_class,
     kind_named,
+    lab_identity,
 )
 from gateway.domain.records import (
     DEFAULT_PT_BOUNDARIES,
@@ -191,8 +192,7 @@ def _raw_part(msg: AnyRecordMessage, part: str) -> str:
         except ValueError:
             return f"SCHEME_{getattr(msg, part)}"
     if part == "lab":
-        # The domain's ``lab`` property, read from the raw message.
-        return str(getattr(msg, "lab_cma_number") or getattr(msg, "accreditation_number"))  # noqa: B009
+        return lab_identity(getattr(msg, "lab_cma_number"), getattr(msg, "accreditation_number"))  # noqa: B009
     return str(getattr(msg, part))
 
 

@@ -139,6 +139,12 @@ class Kind:
         return value if isinstance(value, date) else None
 
 
+def lab_identity(lab_cma_number: str, accreditation_number: str) -> str:
+    """A result's lab (the ``lab`` key part and subject): its CMA number, or for a Hong Kong
+    or Macau lab without one, its accreditation number ("HOKLAS 058")."""
+    return lab_cma_number or accreditation_number
+
+
 CERTIFICATE = Kind(
     name=CERTIFICATE_STATUS,
     number=KindNumber.CERTIFICATE_STATUS,

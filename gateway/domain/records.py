@@ -82,6 +82,7 @@ from gateway.domain.kinds import (
     SPOT_CHECK_KIND,
     TEST_REPORT,
     TEST_REPORT_KIND,
+    lab_identity,
 )
 
 # Expiry dates and "effective on" days are Chinese calendar dates.
@@ -243,7 +244,7 @@ class TestReport:
     @property
     def lab(self) -> str:
         """The lab's identity: its CMA number, or its accreditation number when it has none."""
-        return self.lab_cma_number or self.accreditation_number
+        return lab_identity(self.lab_cma_number, self.accreditation_number)
 
     @property
     def valid_until(self) -> date | None:
@@ -280,7 +281,7 @@ class PtResult:
     @property
     def lab(self) -> str:
         """The key's lab slot: the CMA number, or the accreditation number when there is none."""
-        return self.lab_cma_number or self.accreditation_number
+        return lab_identity(self.lab_cma_number, self.accreditation_number)
 
     @property
     def valid_until(self) -> date | None:
