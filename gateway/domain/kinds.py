@@ -12,9 +12,11 @@ part but the last may contain "/", so a key splits one way only and one record's
 can never look like a part of another's; the PT analyte is the last part, so it may
 keep the "/" of units such as N/mm².
 
-A kind reads its parts from a record by attribute name (dotted for nested values, an
-enum as its name), so the registry needs none of the record classes and they, in turn,
-take their ``key`` from here without an import cycle.
+A kind reads a record by attribute name (key parts directly, the subject by a dotted
+path such as ``holder.credit_code``; an enum as its name), so the registry needs none of
+the record classes and they, in turn, take their ``key`` from here without an import
+cycle. A result's lab part is ``lab_identity``: the CMA number, or the accreditation
+number of a Hong Kong or Macau lab without one.
 """
 
 from __future__ import annotations
