@@ -476,15 +476,17 @@ class FrontSpec:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     log_level: int = logging.INFO
+    log_format: str = "text"
 
 
 def run_front(conn: Connection, spec: FrontSpec) -> None:
     """Entry point of a further front process: the same server, attached to the writer of
     the first front's process through ``conn``; stops on SIGTERM or when the writer goes."""
+    from gateway.observability.logs import configure
     from gateway.registry.federation import load_federation
     from gateway.store.engine import open_engines
 
-    logging.basicConfig(level=spec.log_level, format="%(asctime)s %(levelname)s mrx-front %(message)s")
+    configure(spec.log_level, spec.log_format, process_name="mrx-front")
     tls = (
         ServerTls(cert_chain=spec.tls_cert, key=spec.tls_key, client_ca=spec.tls_client_ca)
         if spec.tls_cert is not None and spec.tls_key is not None

@@ -54,6 +54,7 @@ DEFAULT_DELAY = 0.001
 class WriterOptions:
     max_items: int = DEFAULT_MAX_ITEMS
     delay: float = DEFAULT_DELAY
+    log_json: bool = False  # the writer process logs JSON lines (mrx serve --log-format json)
 
 
 Chunk = tuple[int, list[Staged]]
@@ -184,7 +185,12 @@ def _send(conn: Connection, msg: Any) -> None:
 
 def writer_main(conns: Sequence[Connection], url: str, options: WriterOptions, log_level: int) -> None:
     """Entry point of the writer process."""
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s mrx-writer %(message)s")
+    if options.log_json:
+        from gateway.observability.logs import configure
+
+        configure(log_level, "json", process_name="mrx-writer")
+    else:
+        logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s mrx-writer %(message)s")
     try:
         store = open_write_store(url)
         with store.transaction() as tx:  # fail fast on a database we cannot write
