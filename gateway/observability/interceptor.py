@@ -10,6 +10,7 @@ written while the call runs, and is quoted in an INTERNAL error's ErrorInfo.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -18,6 +19,8 @@ import grpc
 
 from gateway.observability import metrics
 from gateway.observability.logs import REQUEST_ID, request_id_from
+
+log = logging.getLogger(__name__)
 
 REQUEST_ID_KEY = "x-request-id"
 
@@ -50,8 +53,12 @@ async def _begin(context: grpc.aio.ServicerContext[Any, Any]) -> None:
 
 
 def _record(method: str, code: str, started: float) -> None:
+    elapsed = time.perf_counter() - started
     metrics.RPC_REQUESTS.labels(method, code).inc()
-    metrics.RPC_LATENCY.labels(method).observe(time.perf_counter() - started)
+    metrics.RPC_LATENCY.labels(method).observe(elapsed)
+    # An access line at DEBUG (mrx serve --log-level debug): method, status and time only,
+    # never the request's content; the request id comes from the context.
+    log.debug("%s %s %.1f ms", method, code, elapsed * 1000)
 
 
 def _wrap_unary(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
