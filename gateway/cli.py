@@ -86,14 +86,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.metrics_port is not None and args.fronts > 1:
         # Before anything imports prometheus_client: it picks its value store at import,
         # and the writer and fronts inherit the variable (gateway/observability/metrics.py).
-        from gateway.observability.metrics import prepare_multiprocess_dir
+        from gateway.observability.multiproc import prepare_multiprocess_dir
 
         metrics_dir = prepare_multiprocess_dir()
     try:
         return _serve(args)
     finally:
         if metrics_dir is not None:
-            from gateway.observability.metrics import remove_multiprocess_dir
+            from gateway.observability.multiproc import remove_multiprocess_dir
 
             remove_multiprocess_dir(metrics_dir)
 
@@ -102,13 +102,15 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.ledger.writer import WriterOptions
     from gateway.server import start_gateway
 
-    federation = load_federation(args.federation)
-    key = PrivateKey.load(args.gateway_key, keyid=args.gateway_keyid)
-    tls = _server_tls(args)
-    url = resolve_database_url(args.database)
-    engines = open_engines(url)
     fronts: list[Any] = []
+    # Everything logged while starting (at --log-level info, the schema check's lines too)
+    # follows the address line.
     with _address_line_first():
+        federation = load_federation(args.federation)
+        key = PrivateKey.load(args.gateway_key, keyid=args.gateway_keyid)
+        tls = _server_tls(args)
+        url = resolve_database_url(args.database)
+        engines = open_engines(url)
         gateway = start_gateway(
             federation=federation,
             engines=engines,

@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 import threading
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client import multiprocess as _multiprocess
 
+from gateway.observability.multiproc import MULTIPROC_ENV
+
 log = logging.getLogger(__name__)
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Unary calls answer in well under a millisecond to tens of milliseconds; streams last
 # seconds to minutes, so the buckets reach past a minute.
@@ -162,22 +160,6 @@ def note_signature_failure(participant: str, reason: str) -> None:
 
 def multiprocess_enabled() -> bool:
     return bool(os.environ.get(MULTIPROC_ENV))
-
-
-def prepare_multiprocess_dir() -> Path:
-    """A fresh, private directory for the multiprocess values, set in the environment.
-
-    Must run before this module is imported in any process of the gateway: the library
-    picks its value store at import. Stale files from an earlier run would add its counts
-    to this one's, hence a new directory each start.
-    """
-    path = Path(tempfile.mkdtemp(prefix="mrx-metrics-"))
-    os.environ[MULTIPROC_ENV] = str(path)
-    return path
-
-
-def remove_multiprocess_dir(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def process_exited(pid: int) -> None:

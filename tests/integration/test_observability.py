@@ -48,7 +48,7 @@ def observed(gateway_factory):
 
 
 def test_submissions_rpcs_batches_and_signatures_are_counted(observed, client_for, certs_of, make_env):
-    running, scrape = observed
+    _, scrape = observed
     js = client_for("CN-JS")
     certs = certs_of("CN-JS", 12)
     before = scrape()
@@ -86,7 +86,7 @@ def test_submissions_rpcs_batches_and_signatures_are_counted(observed, client_fo
 
 
 def test_log_size_and_checkpoint_gauges_follow_the_checkpointer(observed, client_for, certs_of, make_env):
-    running, scrape = observed
+    _, scrape = observed
     js = client_for("CN-JS")
     for cert in certs_of("CN-JS", 3):
         js.submit(make_env(cert))
@@ -122,7 +122,9 @@ def test_the_request_id_is_returned_and_a_bad_one_replaced(gateway, client_for, 
     assert generated != "x" * 65 and len(generated) == 16
 
 
-def test_an_internal_error_quotes_the_request_id(gateway, client_for, certs_of, make_env, monkeypatch, caplog):
+def test_an_internal_error_quotes_the_request_id(
+    gateway, client_for, certs_of, make_env, monkeypatch, caplog
+):
     def broken(*args, **kwargs):
         raise RuntimeError("a bug, with secret internals")
 
