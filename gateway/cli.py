@@ -435,6 +435,29 @@ def _cmd_audit_watch(args: argparse.Namespace) -> int:
         return 0
 
 
+def _cmd_audit_verify_restore(args: argparse.Namespace) -> int:
+    import grpc
+
+    from gateway.audit.restore import verify_restore
+    from gateway.audit.watch import EXIT_ERROR, WatchStateError
+
+    extra = None
+    if args.federation is not None:
+        federation = load_federation(args.federation)
+        extra = {k.keyid: k.public_key for k in federation.keys_of(federation.gateway_code) if not k.revoked}
+    try:
+        with _audit_client(args) as client:
+            check = verify_restore(client, args.state, extra_keys=extra)
+    except WatchStateError as exc:
+        print(f"mrx: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except grpc.RpcError as exc:
+        return _gateway_failure(exc, args.address)
+    for line in check.lines:
+        print(line)
+    return 0 if check.ok else 1
+
+
 def _add_audit_client_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default="127.0.0.1:7443", help="gateway host:port (default %(default)s)")
     parser.add_argument("--principal", required=True, help="who reads, e.g. YRD-SEC")
@@ -505,6 +528,22 @@ def _add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--federation", type=Path, help="pin the gateway keys from this federation directory on the first run"
     )
     watch.set_defaults(func=_cmd_audit_watch)
+
+    restore = audit_sub.add_parser(
+        "verify-restore",
+        help="after a database restore: does the restored log extend the checkpoint a watch state "
+        "file saved before the backup? (exit 0 yes, 1 no)",
+    )
+    _add_audit_client_args(restore)
+    restore.add_argument(
+        "--state", type=Path, required=True, help="a `mrx audit watch` state file (only read)"
+    )
+    restore.add_argument(
+        "--federation",
+        type=Path,
+        help="also trust this federation's unrevoked gateway keys (after a rotation)",
+    )
+    restore.set_defaults(func=_cmd_audit_verify_restore)
 
 
 # --- mrx db ----------------------------------------------------------------------------

@@ -23,6 +23,7 @@ SDK_MODULES = (
     "gateway/client.py",
     "gateway/audit/bundle.py",
     "gateway/audit/watch.py",
+    "gateway/audit/restore.py",
     "gateway/audit/merkle.py",
     "gateway/audit/checkpoints.py",
     "gateway/crypto",
@@ -173,3 +174,12 @@ def test_the_rules_would_catch_a_violation(tmp_path):
         ]
     finally:
         fake.unlink()
+
+
+def test_observability_is_a_leaf_the_server_layers_use():
+    # The ledger and the services record metrics and read the request id: observability
+    # importing them back would be a cycle, and importing the store would put SQL there.
+    bad = _violations(_files("gateway/observability"), (*SERVER_PACKAGES, "sqlalchemy", "gateway.config"))
+    assert not bad, (
+        "gateway/observability imports only the standard library and its libraries:\n" + "\n".join(bad)
+    )
