@@ -3,6 +3,7 @@ database, and `mrx audit verify-restore` against a gateway serving the restored 
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -115,3 +116,69 @@ def test_verify_restore_needs_a_saved_checkpoint(serve, federation_paths, tmp_pa
     )  # fmt: skip
     assert result.returncode == 2
     assert "no saved checkpoint to compare the restored log with" in result.stderr
+
+
+def test_after_a_gateway_key_rotation_what_the_old_key_signed_still_verifies(
+    signers, federation_paths, federation_dir, tmp_path
+):
+    from gateway.client import verify_receipt
+    from gateway.pb import exchange_pb2
+    from gateway.registry.federation import load_federation
+
+    fed_dir = tmp_path / "federation"
+    shutil.copytree(federation_dir, fed_dir)
+    made = mrx(
+        "keys", "generate", "--participant", "MRX-GW", "--keyid", "MRX-GW/next",
+        "--federation", str(fed_dir), "--private-dir", str(tmp_path / "private"),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    new_key = PrivateKey.load(Path(made.stdout.split("private key: ")[1].split(" (")[0]), keyid="MRX-GW/next")
+    federation = load_federation(fed_dir)
+    database = tmp_path / "gw.db"
+    state = tmp_path / "watch.json"
+    auditor = ["--principal", "YRD-SEC", "--key", str(federation_paths["YRD-SEC"]), "--keyid", "YRD-SEC/demo"]
+
+    def serve(key: PrivateKey) -> tuple[Gateway, object]:
+        engines = open_engines(f"sqlite:///{database}")
+        gw = start_gateway(federation=federation, engines=engines, gateway_key=key, checkpoint_interval=3600)
+        return gw, engines
+
+    today = datetime.now(UTC).astimezone(CHINA).date()
+    certs = demo_certificates("CN-ZJ", count=5, today=today)
+    old, engines = serve(signers["MRX-GW"])
+    with GatewayClient(old.address, sender="CN-ZJ", signer=signers["CN-ZJ"]) as client:
+        sent = [client.sign(c) for c in certs[:3]]
+        old_receipts = [
+            client.exchange.Submit(exchange_pb2.SubmitRequest(envelope=e), timeout=10).receipt for e in sent
+        ]
+    assert {r.signatures[0].keyid for r in old_receipts} == {"MRX-GW/demo"}
+    old.checkpointer.checkpoint_now()
+    first = mrx(
+        "audit", "watch", "--address", old.address, *auditor, "--state", str(state), "--once",
+        "--federation", str(fed_dir),
+    )  # fmt: skip
+    assert first.returncode == 0 and "MRX-GW/next" in first.stdout, first.stdout + first.stderr
+    old.stop()
+    engines.dispose()  # type: ignore[attr-defined]
+
+    new, engines = serve(new_key)
+    try:
+        with GatewayClient(new.address, sender="CN-ZJ", signer=signers["CN-ZJ"]) as client:
+            for c in certs[3:]:
+                client.publish(c)
+            # Receipts the retired key signed verify with the keys the registry lists.
+            for env, receipt in zip(sent, old_receipts, strict=True):
+                verify_receipt(receipt, client.gateway_keys, env)
+        assert new.checkpointer.checkpoint_now() == 5
+        grew = mrx("audit", "watch", "--address", new.address, *auditor, "--state", str(state), "--once")
+        assert grew.returncode == 0 and "consistent: grew from 3 to 5 entries" in grew.stdout, grew.stdout
+        bundle = tmp_path / "yrd.json"
+        exported = mrx(
+            "audit", "export", "--address", new.address, *auditor, "--alliance", "YRD", "-o", str(bundle)
+        )
+        assert exported.returncode == 0, exported.stdout + exported.stderr
+        verified = mrx("audit", "verify", str(bundle), "--federation", str(fed_dir))
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+    finally:
+        new.stop()
+        engines.dispose()  # type: ignore[attr-defined]
