@@ -313,11 +313,18 @@ def _check(values: dict[str, Value], file: Path | None, check_paths: bool) -> No
         if check_paths and setting.must_exist and isinstance(v.value, Path) and not v.value.exists():
             raise ConfigFileError(f"{v.source}: {v.value} does not exist")
     cert, key, ca = (values[f"serve.tls.{k}"] for k in ("cert", "key", "client_ca"))
+
+    def names(given: Value, *keys: str) -> list[str]:
+        # Said in the caller's terms: flags for a command line, keys for a file.
+        return [BY_KEY[k].flag if given.source.startswith("--") else k for k in keys]
+
     if (cert.value is None) != (key.value is None):
         given = cert if cert.value is not None else key
-        raise ConfigFileError(f"{given.source}: serve.tls.cert and serve.tls.key go together")
+        c, k = names(given, "serve.tls.cert", "serve.tls.key")
+        raise ConfigFileError(f"{given.source}: {c} and {k} go together")
     if ca.value is not None and cert.value is None:
-        raise ConfigFileError(f"{ca.source}: serve.tls.client_ca needs serve.tls.cert and serve.tls.key")
+        a, c, k = names(ca, "serve.tls.client_ca", "serve.tls.cert", "serve.tls.key")
+        raise ConfigFileError(f"{ca.source}: {a} needs {c} and {k} (the server's own certificate)")
     address = values["serve.address"]
     host, sep, port = str(address.value).rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
