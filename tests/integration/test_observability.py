@@ -147,3 +147,18 @@ def test_an_internal_error_quotes_the_request_id(
     assert "quote-me-42" in err.details()
     # The operator finds the traceback under the same id.
     assert any("quote-me-42" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+def test_a_metrics_port_in_use_stops_the_start_with_a_clear_error(gateway_factory):
+    import socket
+
+    from gateway.server import ConfigError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(
+            ConfigError, match=f"cannot serve metrics on 127.0.0.1:{port}: Address already in use"
+        ):
+            gateway_factory(metrics_address=("127.0.0.1", port))

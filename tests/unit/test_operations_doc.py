@@ -83,6 +83,7 @@ def test_the_guide_keeps_its_sections():
         "## Metrics and alerts",
         "## Keys",
         "## Backup and restore",
+        "## Upgrading",
         "## When the self-audit alarms",
     ):
         assert f"\n{heading}\n" in GUIDE, heading
