@@ -155,6 +155,7 @@ level = "debug"
     assert lines, out
     for entry in lines:
         assert {"time", "level", "logger", "message", "request_id"} <= set(entry)
+        assert datetime.fromisoformat(entry["time"].replace("Z", "+00:00")).tzinfo is not None
     access = [e for e in lines if "/mrx.v1.ExchangeService/Submit OK" in e["message"]]
     assert {e["request_id"] for e in access} == set(returned)
     served_by_front = [e for e in access if e.get("process") == "mrx-front"]
