@@ -406,7 +406,12 @@ def _cmd_audit_watch(args: argparse.Namespace) -> int:
     pinned = None
     if args.federation is not None:
         federation = load_federation(args.federation)
-        pinned = {k.keyid: k.public_key for k in federation.keys_of(federation.gateway_code)}
+        # Revoked ones are not pinned on a later run (first runs keep their old behaviour).
+        pinned = {
+            k.keyid: k.public_key
+            for k in federation.keys_of(federation.gateway_code)
+            if not (k.revoked and args.state.exists())
+        }
     try:
         with _audit_client(args) as client:
 
@@ -525,7 +530,9 @@ def _add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     watch.add_argument("--once", action="store_true", help="one round, then exit (for cron and tests)")
     watch.add_argument(
-        "--federation", type=Path, help="pin the gateway keys from this federation directory on the first run"
+        "--federation",
+        type=Path,
+        help="pin this federation directory's gateway keys (first run), or add its new ones (later runs)",
     )
     watch.set_defaults(func=_cmd_audit_watch)
 

@@ -155,9 +155,10 @@ def test_after_a_gateway_key_rotation_what_the_old_key_signed_still_verifies(
     old.checkpointer.checkpoint_now()
     first = mrx(
         "audit", "watch", "--address", old.address, *auditor, "--state", str(state), "--once",
-        "--federation", str(fed_dir),
+        "--federation", str(federation_dir),
     )  # fmt: skip
-    assert first.returncode == 0 and "MRX-GW/next" in first.stdout, first.stdout + first.stderr
+    # Pinned before the rotation: the old key only (a watcher that started last year).
+    assert first.returncode == 0 and "MRX-GW/next" not in first.stdout, first.stdout + first.stderr
     old.stop()
     engines.dispose()  # type: ignore[attr-defined]
 
@@ -170,8 +171,15 @@ def test_after_a_gateway_key_rotation_what_the_old_key_signed_still_verifies(
             for env, receipt in zip(sent, old_receipts, strict=True):
                 verify_receipt(receipt, client.gateway_keys, env)
         assert new.checkpointer.checkpoint_now() == 5
-        grew = mrx("audit", "watch", "--address", new.address, *auditor, "--state", str(state), "--once")
-        assert grew.returncode == 0 and "consistent: grew from 3 to 5 entries" in grew.stdout, grew.stdout
+        watch = ["audit", "watch", "--address", new.address, *auditor, "--state", str(state), "--once"]
+        rejected = mrx(*watch)
+        assert rejected.returncode == 4 and "CHECKPOINT REJECTED" in rejected.stderr, rejected.stderr
+        grew = mrx(*watch, "--federation", str(fed_dir))
+        assert grew.returncode == 0, grew.stdout + grew.stderr
+        assert "pinned new gateway key(s) from the federation file: MRX-GW/next" in grew.stdout
+        assert "consistent: grew from 3 to 5 entries" in grew.stdout
+        # Pinned for good: the next round needs no federation.
+        assert mrx(*watch).returncode == 0
         bundle = tmp_path / "yrd.json"
         exported = mrx(
             "audit", "export", "--address", new.address, *auditor, "--alliance", "YRD", "-o", str(bundle)
