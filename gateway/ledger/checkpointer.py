@@ -51,7 +51,6 @@ class Checkpointer:
         while not self._stop.wait(self._interval):
             try:
                 self.checkpoint_now()
-                self.update_metrics()
                 if failing:
                     log.warning("checkpoints are being made again")
                 failing = False
@@ -61,6 +60,11 @@ class Checkpointer:
                         "checkpoint failed (%s); retrying every %.0f s", type(exc).__name__, self._interval
                     )
                 failing = True
+            # Also after a failed checkpoint: a growing age is how the alert learns of it.
+            try:
+                self.update_metrics()
+            except Exception:
+                log.debug("could not read the log size for the metrics", exc_info=True)
 
     def update_metrics(self) -> None:
         """Log size and checkpoint freshness, read back from the store: another replica's

@@ -162,3 +162,25 @@ def test_a_metrics_port_in_use_stops_the_start_with_a_clear_error(gateway_factor
             ConfigError, match=f"cannot serve metrics on 127.0.0.1:{port}: Address already in use"
         ):
             gateway_factory(metrics_address=("127.0.0.1", port))
+
+
+def test_the_checkpoint_age_grows_while_checkpoints_fail(observed, client_for, certs_of, make_env, clock):
+    from datetime import timedelta
+
+    running, scrape = observed
+
+    def failing():
+        raise RuntimeError("the signing key file went away")
+
+    running.gateway.checkpointer.checkpoint_now = failing
+    client_for("CN-JS").submit(make_env(certs_of("CN-JS")[0]))
+    clock.advance(timedelta(minutes=7))
+    deadline = time.monotonic() + 20
+    while True:
+        samples = scrape()
+        if _get(samples, "mrx_checkpoint_age_seconds") > 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert _get(samples, "mrx_checkpoint_age_seconds") == 7 * 60
+    assert _get(samples, "mrx_log_size") == 1
+    assert _get(samples, "mrx_checkpoint_size") == 0
