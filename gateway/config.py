@@ -236,6 +236,10 @@ def _convert(setting: Setting, raw: Any, where: str, base: Path | None) -> Any:
         raise ConfigFileError(f"{where}: must be one of {', '.join(setting.choices)}, not {value!r}")
     if kind == "str" and not value.strip():
         raise ConfigFileError(f"{where}: must not be empty")
+    if setting.key == "serve.database" and "://" not in value and base is not None:
+        # A bare SQLite path is a path like the others: relative to the file's directory.
+        path = Path(value).expanduser()
+        value = str(path if path.is_absolute() else base / path)
     if kind == "path":
         if not value.strip():
             raise ConfigFileError(f"{where}: must not be empty")

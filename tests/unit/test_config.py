@@ -46,6 +46,8 @@ def test_flags_beat_variables_beat_the_file_and_sources_are_named(files):
     )
     # Relative paths are the file's directory's, wherever mrx runs from.
     assert cfg["serve.gateway_key"] == files / "gw.pem"
+    bare = load_serve_config(_write(files, BASE + 'database = "data/mrx.db"\n'), env={})
+    assert bare["serve.database"] == str(files / "data" / "mrx.db")
 
 
 def test_the_older_database_variable_is_below_the_file(files):
