@@ -41,19 +41,76 @@ def default_private_dir() -> Path:
     return Path(base) / "mrx" / "keys"
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
-    from gateway.ledger.writer import WriterOptions
-    from gateway.server import ConfigError, start_gateway
+# Settings of `mrx serve` by their config key, and the argparse dest of each flag.
+SERVE_FLAGS = {
+    "serve.address": "address",
+    "serve.database": "database",
+    "serve.federation": "federation",
+    "serve.gateway_key": "gateway_key",
+    "serve.gateway_keyid": "gateway_keyid",
+    "serve.workers": "workers",
+    "serve.fronts": "fronts",
+    "serve.checkpoint_interval": "checkpoint_interval",
+    "serve.commit_delay": "commit_delay",
+    "serve.tls.cert": "tls_cert",
+    "serve.tls.key": "tls_key",
+    "serve.tls.client_ca": "tls_client_ca",
+    "serve.metrics.port": "metrics_port",
+    "serve.metrics.host": "metrics_host",
+    "serve.log.format": "log_format",
+    "serve.log.level": "log_level",
+}
 
-    federation = load_federation(args.federation)
-    key = PrivateKey.load(args.gateway_key, keyid=args.gateway_keyid)
-    tls = _server_tls(args)
-    url = resolve_database_url(args.database)
-    if args.fronts < 1:
-        raise ConfigError("--fronts must be at least 1")
-    engines = open_engines(url)
+
+def _serve_config(args: argparse.Namespace, config: Path | None) -> Any:
+    from gateway.config import load_serve_config
+
+    flags = {key: getattr(args, dest, None) for key, dest in SERVE_FLAGS.items()}
+    return load_serve_config(config, flags=flags, default_federation=default_federation_dir)
+
+
+def _apply_serve_config(args: argparse.Namespace, cfg: Any) -> None:
+    """Put the merged settings back on ``args``: the rest of serve reads them there."""
+    for key, dest in SERVE_FLAGS.items():
+        setattr(args, dest, cfg[key])
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.observability import logs
+
+    cfg = _serve_config(args, args.config)
+    _apply_serve_config(args, cfg)
+    level = logging.DEBUG if args.verbose else getattr(logging, args.log_level.upper())
+    logs.configure(level, args.log_format)
+    metrics_dir = None
+    if args.metrics_port is not None and args.fronts > 1:
+        # Before anything imports prometheus_client: it picks its value store at import,
+        # and the writer and fronts inherit the variable (gateway/observability/metrics.py).
+        from gateway.observability.multiproc import prepare_multiprocess_dir
+
+        metrics_dir = prepare_multiprocess_dir()
+    try:
+        return _serve(args)
+    finally:
+        if metrics_dir is not None:
+            from gateway.observability.multiproc import remove_multiprocess_dir
+
+            remove_multiprocess_dir(metrics_dir)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.ledger.writer import WriterOptions
+    from gateway.server import start_gateway
+
     fronts: list[Any] = []
+    # Everything logged while starting (at --log-level info, the schema check's lines too)
+    # follows the address line.
     with _address_line_first():
+        federation = load_federation(args.federation)
+        key = PrivateKey.load(args.gateway_key, keyid=args.gateway_keyid)
+        tls = _server_tls(args)
+        url = resolve_database_url(args.database)
+        engines = open_engines(url)
         gateway = start_gateway(
             federation=federation,
             engines=engines,
@@ -62,8 +119,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             tls=tls,
             checkpoint_interval=args.checkpoint_interval,
-            writer_options=WriterOptions(delay=max(args.commit_delay, 0.0) / 1000),
+            writer_options=WriterOptions(
+                delay=max(args.commit_delay, 0.0) / 1000, log_json=args.log_format == "json"
+            ),
             extra_fronts=args.fronts - 1,
+            metrics_address=(args.metrics_host, args.metrics_port) if args.metrics_port is not None else None,
         )
         host = args.address.rsplit(":", 1)[0]
         fronts = _start_fronts(args, url, f"{host}:{gateway.port}", gateway)
@@ -101,6 +161,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             f"{gateway.writer.pid}, {tls.describe() if tls else 'plaintext'}, {args.fronts} front "
             f"process{'es' if args.fronts > 1 else ''}"
             + (f" (more: pids {', '.join(str(f.pid) for f in fronts)})" if fronts else "")
+            + (
+                f", metrics on http://{args.metrics_host}:{gateway.metrics_server.port}/metrics"
+                if gateway.metrics_server is not None
+                else ""
+            )
             + "); Ctrl-C to stop",
             flush=True,
         )
@@ -129,6 +194,7 @@ def _start_fronts(args: argparse.Namespace, url: str, address: str, gateway: Any
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
         log_level=logging.getLogger().getEffectiveLevel(),
+        log_format=args.log_format,
     )
     fronts = []
     for conn in gateway.writer.extra:
@@ -143,6 +209,10 @@ def _start_fronts(args: argparse.Namespace, url: str, address: str, gateway: Any
             return
         dead = next(f for f in fronts if f.sentinel in ended)
         dead.join(1)
+        if dead.pid is not None:
+            from gateway.observability.metrics import process_exited
+
+            process_exited(dead.pid)
         gateway.front_died(f"front process {dead.pid} exited with code {dead.exitcode}")
         for front in fronts:
             front.terminate()
@@ -336,7 +406,12 @@ def _cmd_audit_watch(args: argparse.Namespace) -> int:
     pinned = None
     if args.federation is not None:
         federation = load_federation(args.federation)
-        pinned = {k.keyid: k.public_key for k in federation.keys_of(federation.gateway_code)}
+        # Revoked ones are not pinned on a later run (first runs keep their old behaviour).
+        pinned = {
+            k.keyid: k.public_key
+            for k in federation.keys_of(federation.gateway_code)
+            if not (k.revoked and args.state.exists())
+        }
     try:
         with _audit_client(args) as client:
 
@@ -363,6 +438,29 @@ def _cmd_audit_watch(args: argparse.Namespace) -> int:
         return _gateway_failure(exc, args.address)
     except KeyboardInterrupt:
         return 0
+
+
+def _cmd_audit_verify_restore(args: argparse.Namespace) -> int:
+    import grpc
+
+    from gateway.audit.restore import verify_restore
+    from gateway.audit.watch import EXIT_ERROR, WatchStateError
+
+    extra = None
+    if args.federation is not None:
+        federation = load_federation(args.federation)
+        extra = {k.keyid: k.public_key for k in federation.keys_of(federation.gateway_code) if not k.revoked}
+    try:
+        with _audit_client(args) as client:
+            check = verify_restore(client, args.state, extra_keys=extra)
+    except WatchStateError as exc:
+        print(f"mrx: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except grpc.RpcError as exc:
+        return _gateway_failure(exc, args.address)
+    for line in check.lines:
+        print(line)
+    return 0 if check.ok else 1
 
 
 def _add_audit_client_args(parser: argparse.ArgumentParser) -> None:
@@ -432,9 +530,27 @@ def _add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     watch.add_argument("--once", action="store_true", help="one round, then exit (for cron and tests)")
     watch.add_argument(
-        "--federation", type=Path, help="pin the gateway keys from this federation directory on the first run"
+        "--federation",
+        type=Path,
+        help="pin this federation directory's gateway keys (first run), or add its new ones (later runs)",
     )
     watch.set_defaults(func=_cmd_audit_watch)
+
+    restore = audit_sub.add_parser(
+        "verify-restore",
+        help="after a database restore: does the restored log extend the checkpoint a watch state "
+        "file saved before the backup? (exit 0 yes, 1 no)",
+    )
+    _add_audit_client_args(restore)
+    restore.add_argument(
+        "--state", type=Path, required=True, help="a `mrx audit watch` state file (only read)"
+    )
+    restore.add_argument(
+        "--federation",
+        type=Path,
+        help="also trust this federation's unrevoked gateway keys (after a rotation)",
+    )
+    restore.set_defaults(func=_cmd_audit_verify_restore)
 
 
 # --- mrx db ----------------------------------------------------------------------------
@@ -497,6 +613,44 @@ def _add_db_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     current.add_argument("--database", help=database_help)
     current.set_defaults(func=_cmd_db_current)
+
+
+# --- mrx config ------------------------------------------------------------------------
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigFileError, load_serve_config
+    from gateway.server import ConfigError, check_gateway_key
+
+    try:
+        cfg = load_serve_config(args.file, default_federation=default_federation_dir)
+        # What start would refuse next: the key must be the federation's gateway key.
+        try:
+            federation = load_federation(cfg["serve.federation"])
+        except FederationError as exc:
+            raise ConfigFileError(f"{cfg.values['serve.federation'].source}: {exc}") from None
+        where = cfg.values["serve.gateway_key"].source
+        try:
+            key = PrivateKey.load(cfg["serve.gateway_key"], keyid=cfg["serve.gateway_keyid"])
+            check_gateway_key(federation, key)
+        except (ConfigError, ValueError, OSError) as exc:
+            raise ConfigFileError(f"{where}: {exc}") from None
+    except ConfigFileError as exc:
+        print(f"mrx config check: {exc}", file=sys.stderr)
+        return 1
+    print(f"# {args.file}: valid; the effective configuration (secrets masked):")
+    print(cfg.render(), end="")
+    return 0
+
+
+def _add_config_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    config = sub.add_parser("config", help="check a `mrx serve` settings file (docs/operations.md)")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser(
+        "check", help="validate FILE with the MRX_SERVE_* variables, print the result (exit 0 valid, 1 not)"
+    )
+    check.add_argument("file", type=Path)
+    check.set_defaults(func=_cmd_config_check)
 
 
 # --- mrx tls ---------------------------------------------------------------------------
@@ -637,47 +791,40 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep", action="store_true", help="keep the temporary keys and database")
     demo.set_defaults(func=_cmd_demo)
 
-    serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument(
-        "--address", default="127.0.0.1:7443", help="host:port to listen on (default %(default)s)"
+    serve = sub.add_parser(
+        "serve",
+        help="run the gateway (settings: --config FILE, MRX_SERVE_* variables, flags; docs/operations.md)",
     )
+    serve.add_argument(
+        "--config",
+        type=Path,
+        help="TOML settings file (docs/mrx.example.toml); variables and flags override it",
+    )
+    serve.add_argument("--address", help="host:port to listen on (default 127.0.0.1:7443)")
     serve.add_argument(
         "--database",
         help="SQLAlchemy URL or SQLite path (default: $MRX_DATABASE_URL, else ~/.local/share/mrx/mrx.db)",
     )
     serve.add_argument(
-        "--federation",
-        type=Path,
-        default=default_federation_dir(),
-        help="federation directory (default: keys/)",
+        "--federation", type=Path, help="federation directory (default: $MRX_FEDERATION_DIR, else keys/)"
     )
-    serve.add_argument("--gateway-key", type=Path, required=True, help="the gateway's private key (PEM)")
-    serve.add_argument(
-        "--gateway-keyid", required=True, help="its key id in the federation, e.g. MRX-GW/2026-01"
-    )
-    serve.add_argument(
-        "--workers",
-        type=int,
-        default=8,
-        help="threads for reads and for verifying batches (default %(default)s)",
-    )
+    serve.add_argument("--gateway-key", type=Path, help="the gateway's private key (PEM); required")
+    serve.add_argument("--gateway-keyid", help="its key id in the federation, e.g. MRX-GW/2026-01; required")
+    serve.add_argument("--workers", type=int, help="threads for reads and for verifying batches (default 8)")
     serve.add_argument(
         "--fronts",
         type=int,
-        default=1,
-        help="front processes sharing the port and one writer (default %(default)s; more where cores allow)",
+        help="front processes sharing the port and one writer (default 1; more where cores allow)",
     )
     serve.add_argument(
         "--checkpoint-interval",
         type=float,
-        default=10.0,
-        help="seconds between signed checkpoints while the log grows (default %(default)s)",
+        help="seconds between signed checkpoints while the log grows (default 10)",
     )
     serve.add_argument(
         "--commit-delay",
         type=float,
-        default=1.0,
-        help="milliseconds the writer waits for more submissions to share a commit (default %(default)s)",
+        help="milliseconds the writer waits for more submissions to share a commit (default 1)",
     )
     serve.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM); enables TLS")
     serve.add_argument("--tls-key", type=Path, help="server TLS private key (PEM)")
@@ -685,6 +832,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--tls-client-ca",
         type=Path,
         help="CA of participant client certificates (PEM); requires and verifies them (mutual TLS)",
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus /metrics on this port (0: any free port; default: off)",
+    )
+    serve.add_argument("--metrics-host", help="address the metrics port binds to (default 127.0.0.1)")
+    serve.add_argument(
+        "--log-format", choices=["text", "json"], help="log lines as text or JSON (default text)"
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="lowest level logged (default warning)",
     )
     serve.set_defaults(func=_cmd_serve)
 
@@ -708,6 +869,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_audit_parser(sub)
     _add_tls_parser(sub)
     _add_db_parser(sub)
+    _add_config_parser(sub)
     return parser
 
 

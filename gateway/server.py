@@ -28,6 +28,8 @@ from gateway.ledger.checkpointer import Checkpointer
 from gateway.ledger.front import MAX_BATCH_BYTES, StreamLimits, Submitter
 from gateway.ledger.verify import Limits, Verifier
 from gateway.ledger.writer import Writer, WriterClient, WriterOptions
+from gateway.observability import metrics
+from gateway.observability.interceptor import ObservabilityInterceptor
 from gateway.pb import (
     audit_pb2,
     audit_pb2_grpc,
@@ -107,6 +109,8 @@ class Gateway:
     failure: str | None = None
     _stopping: bool = False
     _monitor: Any = None
+    # The /metrics endpoint, when this process serves one (the first front only).
+    metrics_server: metrics.MetricsServer | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
     _stop_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -143,6 +147,7 @@ class Gateway:
                 except Exception as exc:
                     ok = False
                     STORE_FAILURES.note(type(exc).__name__)
+                metrics.STORE_UP.set(1 if ok else 0)
                 await self._health_changed(ok, serving)
                 serving = ok
         finally:
@@ -184,6 +189,7 @@ class Gateway:
         if self._stopped.is_set() or self.failure is not None:
             return
         self.failure = failure
+        metrics.WRITER_UP.set(0)
         log.error(
             "%s; health is NOT_SERVING and the gateway stops (its supervisor should restart it)", self.failure
         )
@@ -222,6 +228,8 @@ class Gateway:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._loop_thread.join(10)
             self.executor.shutdown(wait=False)
+            if self.metrics_server is not None:
+                self.metrics_server.stop()
             self._stopped.set()
 
     def wait(self) -> None:
@@ -286,6 +294,7 @@ def start_gateway(
     stream_limits: StreamLimits | None = None,
     extra_fronts: int = 0,
     writer_conn: Connection | None = None,
+    metrics_address: tuple[str, int] | None = None,
 ) -> Gateway:
     """Start serving; ``tls`` is a ``ServerTls`` (with ``client_ca``: mutual TLS), or the
     older (certificate chain PEM, private key PEM) pair for server-only TLS, or None for
@@ -297,6 +306,8 @@ def start_gateway(
     ``extra_fronts``: pipes for that many more front processes (``run_front``), which
     share the port (SO_REUSEPORT) and this writer; ``writer_conn``: serve as such a front,
     attached to another process's writer (no checkpoint job of its own).
+    ``metrics_address``: (host, port) to serve Prometheus /metrics on (port 0: any free
+    port, see ``Gateway.metrics_server.port``); None serves none.
     """
     check_gateway_key(federation, gateway_key)
     server_tls = _server_tls(address, tls)
@@ -313,6 +324,7 @@ def start_gateway(
         on_death=on_death,
         extra_pipes=extra_fronts,
         conn=writer_conn,
+        on_commit=metrics.GROUP_COMMIT_RECORDS.observe,
     )
     client = writer.start()
     verifier = Verifier(federation=federation, clock=clock, limits=limits, pt_boundaries=pt_boundaries)
@@ -340,7 +352,8 @@ def start_gateway(
 
     async def build() -> tuple[grpc.aio.Server, int, aio_health.HealthServicer]:
         server = grpc.aio.server(
-            interceptors=[ErrorInterceptor(executor)],
+            # Outermost first: it counts and ids the status ErrorInterceptor settles on.
+            interceptors=[ObservabilityInterceptor(), ErrorInterceptor(executor)],
             options=[
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
                 ("grpc.so_reuseport", 1 if extra_fronts or writer_conn is not None else 0),
@@ -404,6 +417,21 @@ def start_gateway(
         raise
     if writer_conn is None:  # one checkpoint job per gateway, in its first front
         checkpointer.start()
+    metrics.STORE_UP.set(1)
+    metrics.WRITER_UP.set(1)
+    metrics_server = None
+    if metrics_address is not None:
+        try:
+            metrics_server = metrics.MetricsServer(*metrics_address)
+        except OSError as exc:
+            writer.stop()
+            checkpointer.stop()
+            asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+            executor.shutdown(wait=False)
+            raise ConfigError(
+                f"cannot serve metrics on {metrics_address[0]}:{metrics_address[1]}: {exc.strerror}"
+            ) from None
     log.info(
         "mrx gateway listening on port %d (%s, writer %s, %s)",
         port,
@@ -422,6 +450,7 @@ def start_gateway(
         health=health_servicer,
         executor=executor,
         _loop_thread=loop_thread,
+        metrics_server=metrics_server,
     )
     holder.append(gateway)
     gateway._monitor = asyncio.run_coroutine_threadsafe(
@@ -447,15 +476,17 @@ class FrontSpec:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     log_level: int = logging.INFO
+    log_format: str = "text"
 
 
 def run_front(conn: Connection, spec: FrontSpec) -> None:
     """Entry point of a further front process: the same server, attached to the writer of
     the first front's process through ``conn``; stops on SIGTERM or when the writer goes."""
+    from gateway.observability.logs import configure
     from gateway.registry.federation import load_federation
     from gateway.store.engine import open_engines
 
-    logging.basicConfig(level=spec.log_level, format="%(asctime)s %(levelname)s mrx-front %(message)s")
+    configure(spec.log_level, spec.log_format, process_name="mrx-front")
     tls = (
         ServerTls(cert_chain=spec.tls_cert, key=spec.tls_key, client_ca=spec.tls_client_ca)
         if spec.tls_cert is not None and spec.tls_key is not None

@@ -332,6 +332,8 @@ def watch_once(
                 file=err,
             )
         state = WatchState(gateway_keys=keys, checkpoint=None, gateway=gateway)
+    elif pinned_keys is not None:
+        _pin_new_keys(state, pinned_keys, out)
 
     try:
         new: SignedCheckpoint | None = open_checkpoint(client.checkpoint(), state.gateway_keys)
@@ -354,6 +356,28 @@ def watch_once(
     state.save(state_path)
     print(f"{_time_text(now())} {verdict.finding}", file=out, flush=True)
     return EXIT_OK
+
+
+def _pin_new_keys(state: WatchState, federation_keys: Mapping[str, PublicKey], out: TextIO) -> None:
+    """A gateway key rotation: pin the keys the federation file added since the first run.
+
+    The file is the source the first run trusted, and the operator passed it again; a key
+    id already pinned must keep its key (a different key under a pinned id is refused, as
+    it would let the file quietly replace the key the history was checked with).
+    """
+    added = {}
+    for keyid, key in federation_keys.items():
+        pinned = state.gateway_keys.get(keyid)
+        if pinned is None:
+            added[keyid] = key
+        elif pinned.pem() != key.pem():
+            raise WatchStateError(
+                f"the federation file's key {keyid} differs from the one pinned under that id"
+            )
+    if added:
+        state.gateway_keys.update(added)
+        shown = "; ".join(f"{keyid} sha256:{key.fingerprint()}" for keyid, key in sorted(added.items()))
+        print(f"pinned new gateway key(s) from the federation file: {shown}", file=out)
 
 
 def watch_loop(

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from gateway.audit.checkpoints import sign_checkpoint
 from gateway.crypto.suites import PrivateKey
+from gateway.observability import metrics
 from gateway.store.checkpoints import CheckpointStore
 from gateway.store.rows import us
 
@@ -59,6 +60,20 @@ class Checkpointer:
                         "checkpoint failed (%s); retrying every %.0f s", type(exc).__name__, self._interval
                     )
                 failing = True
+            # Also after a failed checkpoint: a growing age is how the alert learns of it.
+            try:
+                self.update_metrics()
+            except Exception:
+                log.debug("could not read the log size for the metrics", exc_info=True)
+
+    def update_metrics(self) -> None:
+        """Log size and checkpoint freshness, read back from the store: another replica's
+        checkpoint counts as much as this one's."""
+        size, signed, waiting_us = self._store.freshness()
+        metrics.LOG_SIZE.set(size)
+        metrics.CHECKPOINT_SIZE.set(signed)
+        age = 0.0 if waiting_us is None else max(us(self._clock()) - waiting_us, 0) / 1e6
+        metrics.CHECKPOINT_AGE.set(age)
 
     def checkpoint_now(self) -> int | None:
         """Checkpoint the log as it is now; returns the tree size, or None if unchanged."""

@@ -27,6 +27,7 @@ from gateway.domain.errors import FieldViolation, InvalidArgument, MrxError, Res
 from gateway.ledger.values import Accepted, Refusal, Staged
 from gateway.ledger.verify import Verifier
 from gateway.ledger.writer import WriterClient
+from gateway.observability import metrics
 from gateway.pb import envelope_pb2
 
 # SubmitBatch: at most this many envelopes and bytes per call (documented in
@@ -128,9 +129,25 @@ class Submitter:
 
     async def submit(self, envelope: envelope_pb2.Envelope, *, peer: str | None = None) -> Accepted:
         """Verify and commit one envelope; raise its refusal. ``peer``: see Verifier.verify."""
-        staged = self._verifier.verify(envelope, peer=peer)
-        outcomes = await asyncio.wrap_future(self._writer().submit([staged]))
-        return _result(outcomes[0], raise_refusal=True)  # type: ignore[return-value]
+        try:
+            staged = self._verifier.verify(envelope, peer=peer)
+            future = self._writer().submit([staged])
+        except MrxError as err:
+            metrics.note_submission(err.reason)
+            raise
+        try:
+            outcomes = await asyncio.wrap_future(future)
+        except MrxError as err:
+            metrics.note_submission(err.reason, after_commit_attempt=True)
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            metrics.note_submission("INTERNAL")
+            raise
+        outcome = outcomes[0]
+        metrics.note_submission(outcome.reason if isinstance(outcome, Refusal) else None)
+        return _result(outcome, raise_refusal=True)  # type: ignore[return-value]
 
     async def submit_batch(
         self, envelopes: Sequence[envelope_pb2.Envelope], *, peer: str | None = None
@@ -332,13 +349,23 @@ class Submitter:
     async def _commit(self, verified: list[Staged | MrxError]) -> list[Result]:
         staged = [v for v in verified if isinstance(v, Staged)]
         results: list[Result] = []
+        for v in verified:
+            if isinstance(v, MrxError):
+                metrics.note_submission(v.reason)
         if staged:
+            sent = False
             try:
-                outcomes = await asyncio.wrap_future(self._writer().submit(staged))
+                future = self._writer().submit(staged)
+                sent = True
+                outcomes = await asyncio.wrap_future(future)
             except MrxError as err:  # writer unavailable or the store failed: each item says so
+                for _ in staged:
+                    metrics.note_submission(err.reason, after_commit_attempt=sent)
                 return [v if isinstance(v, MrxError) else err for v in verified]
         else:
             outcomes = []
+        for outcome in outcomes:
+            metrics.note_submission(outcome.reason if isinstance(outcome, Refusal) else None)
         it = iter(outcomes)
         for v in verified:
             results.append(v if isinstance(v, MrxError) else _result(next(it), raise_refusal=False))

@@ -57,6 +57,7 @@ from gateway.domain.errors import (
 from gateway.domain.identifiers import is_message_id
 from gateway.domain.records import DEFAULT_PT_BOUNDARIES, PtBoundaries, Record
 from gateway.ledger.values import Refusal, Staged
+from gateway.observability import metrics
 from gateway.pb import envelope_pb2, records_pb2
 from gateway.registry.federation import Federation, Role
 
@@ -101,7 +102,17 @@ class Verifier:
         except MrxError as err:
             with self._lock:
                 self.unlogged_refusals[err.reason] += 1
+            if err.reason in metrics.SIGNATURE_REASONS:
+                metrics.note_signature_failure(self._claimed_participant(envelope), err.reason)
             raise
+
+    def _claimed_participant(self, envelope: envelope_pb2.Envelope) -> str:
+        """The owner of the key the signature names; "unknown" for a key id the federation
+        does not list (never the caller's text: it would make a label per guess)."""
+        if not envelope.signatures:
+            return "unknown"
+        record = self.federation.keys.get(envelope.signatures[0].keyid)
+        return record.owner if record is not None else "unknown"
 
     def _verify(self, envelope: envelope_pb2.Envelope, peer: str | None) -> Staged:
         now = self.clock()

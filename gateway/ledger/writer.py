@@ -13,7 +13,7 @@ in the order sent, so a stream's order holds.
 Protocol (pickled tuples):
   front -> writer  ("batch", [(chunk_id, [Staged, ...]), ...]) | ("stop",)
   writer -> front  ("ready", pid) | ("fatal", message)
-                   ("done", [(chunk_id, [Outcome, ...]), ...], commit number)
+                   ("done", [(chunk_id, [Outcome, ...]), ...], commit number, records)
                    ("failed", [chunk_id, ...], reason) | ("stopped",)
 
 Nothing is acknowledged before its transaction commits. If the writer dies, every chunk
@@ -54,6 +54,7 @@ DEFAULT_DELAY = 0.001
 class WriterOptions:
     max_items: int = DEFAULT_MAX_ITEMS
     delay: float = DEFAULT_DELAY
+    log_json: bool = False  # the writer process logs JSON lines (mrx serve --log-format json)
 
 
 Chunk = tuple[int, list[Staged]]
@@ -155,12 +156,14 @@ def _commit(
     if failures:
         log.warning("store available again after %d failed commits", failures)
     pos = 0
-    for conn, chunks in work:
+    for i, (conn, chunks) in enumerate(work):
         answer = []
         for cid, chunk in chunks:
             answer.append((cid, outcomes[pos : pos + len(chunk)]))
             pos += len(chunk)
-        _send(conn, ("done", answer, number))
+        # The transaction's size goes to one front only (0 to the others), so that with
+        # several fronts the group-commit histogram counts each transaction once.
+        _send(conn, ("done", answer, number, len(items) if i == 0 else 0))
     return 0
 
 
@@ -182,7 +185,12 @@ def _send(conn: Connection, msg: Any) -> None:
 
 def writer_main(conns: Sequence[Connection], url: str, options: WriterOptions, log_level: int) -> None:
     """Entry point of the writer process."""
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s mrx-writer %(message)s")
+    if options.log_json:
+        from gateway.observability.logs import configure
+
+        configure(log_level, "json", process_name="mrx-writer")
+    else:
+        logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s mrx-writer %(message)s")
     try:
         store = open_write_store(url)
         with store.transaction() as tx:  # fail fast on a database we cannot write
@@ -211,9 +219,18 @@ class WriterClient:
     receiver thread resolves the futures. Neither ever touches the database.
     """
 
-    def __init__(self, conn: Connection, *, on_death: Callable[[str], None]):
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        on_death: Callable[[str], None],
+        on_commit: Callable[[int], None] | None = None,
+    ):
+        """``on_commit(records)``: called once per writer transaction this client is told
+        the size of (the metrics' group-commit histogram)."""
         self._conn = conn
         self._on_death = on_death
+        self._on_commit = on_commit
         self._lock = threading.Condition()
         self._outbox: list[Chunk] = []
         self._pending: dict[int, Future[list[Outcome]]] = {}
@@ -305,6 +322,8 @@ class WriterClient:
                     self.commits += 1
                     self._last_commit = msg[2]
                 self.committed += sum(len(outcomes) for _, outcomes in msg[1])
+                if self._on_commit is not None and len(msg) > 3 and msg[3]:
+                    self._on_commit(msg[3])
                 for cid, outcomes in msg[1]:
                     self._resolve(cid, outcomes, None)
             elif msg[0] == "failed":
@@ -371,6 +390,7 @@ class Writer:
         on_death: Callable[[str], None] = lambda why: None,
         extra_pipes: int = 0,
         conn: Connection | None = None,
+        on_commit: Callable[[int], None] | None = None,
     ):
         """``mode``: "process", "thread", or "attached" to a writer another process started
         (``conn``: one of its pipe ends, from ``Writer.extra``)."""
@@ -381,6 +401,7 @@ class Writer:
         self._url = url
         self._options = options or WriterOptions()
         self._on_death = on_death
+        self._on_commit = on_commit
         self.process: multiprocessing.process.BaseProcess | None = None
         self._thread: threading.Thread | None = None
         self.client: WriterClient | None = None
@@ -395,7 +416,7 @@ class Writer:
 
     def start(self) -> WriterClient:
         if self._conn is not None:
-            self.client = WriterClient(self._conn, on_death=self._died)
+            self.client = WriterClient(self._conn, on_death=self._died, on_commit=self._on_commit)
             self.client.start()
             return self.client
         pairs = [multiprocessing.Pipe(duplex=True) for _ in range(1 + self._extra_pipes)]
@@ -411,7 +432,7 @@ class Writer:
             self._thread = threading.Thread(target=writer_main, args=args, name="mrx-writer", daemon=True)
             self._thread.start()
         self.extra = [o for o, _ in pairs[1:]]
-        self.client = WriterClient(ours, on_death=self._died)
+        self.client = WriterClient(ours, on_death=self._died, on_commit=self._on_commit)
         try:
             self.client.start()
         except BaseException:

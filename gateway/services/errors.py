@@ -23,6 +23,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from gateway.domain import errors as e
+from gateway.observability.logs import REQUEST_ID
 from gateway.services.bursts import STORE_FAILURES
 from gateway.store.errors import is_unavailable, store_unavailable
 
@@ -98,9 +99,17 @@ def to_status(err: e.MrxError) -> status_pb2.Status:
 
 
 def internal_status(correlation_id: str) -> status_pb2.Status:
+    # The id is also in an ErrorInfo so that a client can show it without parsing the
+    # message; reason UNSPECIFIED: an INTERNAL error has no reason a caller can act on.
+    info = error_details_pb2.ErrorInfo(
+        reason="UNSPECIFIED", domain=ERROR_DOMAIN, metadata={"request_id": correlation_id}
+    )
+    packed = any_pb2.Any()
+    packed.Pack(info)
     return status_pb2.Status(
         code=code_pb2.INTERNAL,
         message=f"internal error; quote correlation id {correlation_id} to the operator",
+        details=[packed],
     )
 
 
@@ -262,6 +271,8 @@ class SyncErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
 
 def _internal(exc: BaseException, method: str) -> status_pb2.Status:
-    correlation_id = uuid.uuid4().hex[:16]
+    # The call's request id (observability/interceptor.py) when there is one: the caller
+    # already has it in its response metadata, and every log line of the call carries it.
+    correlation_id = REQUEST_ID.get() or uuid.uuid4().hex[:16]
     log.error("unexpected error in %s, correlation id %s", method, correlation_id, exc_info=exc)
     return internal_status(correlation_id)

@@ -23,6 +23,7 @@ SDK_MODULES = (
     "gateway/client.py",
     "gateway/audit/bundle.py",
     "gateway/audit/watch.py",
+    "gateway/audit/restore.py",
     "gateway/audit/merkle.py",
     "gateway/audit/checkpoints.py",
     "gateway/crypto",
@@ -229,3 +230,12 @@ def test_the_kind_rule_would_catch_a_violation(tmp_path):
     )
     found = _kind_knowledge(spelled, tmp_path)
     assert len(found) == 2 and "spells a record key" in found[0] and "lists record kinds" in found[1]
+
+
+def test_observability_is_a_leaf_the_server_layers_use():
+    # The ledger and the services record metrics and read the request id: observability
+    # importing them back would be a cycle, and importing the store would put SQL there.
+    bad = _violations(_files("gateway/observability"), (*SERVER_PACKAGES, "sqlalchemy", "gateway.config"))
+    assert not bad, (
+        "gateway/observability imports only the standard library and its libraries:\n" + "\n".join(bad)
+    )

@@ -1,0 +1,1 @@
+"""Metrics, structured logs and request correlation for the gateway (docs/operations.md)."""
