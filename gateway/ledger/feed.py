@@ -232,6 +232,10 @@ class ChangeFeed:
         self._ring: deque[_Batch] = deque()
         self._ring_rows = 0
         self._shutting_down = False
+        # For tests and metrics: subscriptions sent back to the log for being slow, and the
+        # most rows any live queue has held.
+        self.overflows = 0
+        self.max_pending_rows = 0
 
     # --- what the server and tests use -------------------------------------------------
 
@@ -367,3 +371,5 @@ class ChangeFeed:
         for sub in list(self._live):
             if not sub._offer(batch):
                 self._live.discard(sub)
+                self.overflows += 1
+            self.max_pending_rows = max(self.max_pending_rows, sub._pending_rows)
