@@ -14,7 +14,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from gateway.client import Change
+from gateway.client import Change, SubmissionRefused
 from gateway.crypto.reads import sign_read
 from gateway.domain.certificates import CertState, Scheme
 from gateway.domain.demo_data import demo_assessors, demo_status_change
@@ -94,8 +94,9 @@ def test_backfill_then_live_in_log_order_and_only_accepted(client_for, certs_of,
     certs = certs_of("CN-JS", 3)
     receipts = [js.publish(c) for c in certs]
     # A refused attempt is in the log too; it is not a change.
-    with pytest.raises(Exception):
-        js.publish(certs[0])  # same version, other message id: STALE_VERSION or MESSAGE_ID reuse
+    with pytest.raises(SubmissionRefused) as refused:
+        js.publish(certs[0])  # the same version again: refused, and logged
+    assert refused.value.refusal.reason == "STALE_VERSION"
     follower = Follower(client_for("CN-JS"), start_index=0)
     backfill = follower.take(3)
     assert [c.log_index for c in backfill] == [r.log_index for r in receipts]
@@ -106,6 +107,7 @@ def test_backfill_then_live_in_log_order_and_only_accepted(client_for, certs_of,
     live = [js.publish(c) for c in [*certs_of("CN-JS", 2, start_serial=10), suspended]]
     got = follower.take(3)
     assert [c.log_index for c in got] == [r.log_index for r in live]
+    assert live[0].log_index == receipts[-1].log_index + 2  # the refusal took an index
     assert got[-1].record == suspended
     assert follower.nothing_more(0.5)
     assert follower.error is None
