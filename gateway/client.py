@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -343,10 +343,12 @@ class GatewayClient:
         certificate_numbers: Sequence[str] = (),
         holder_credit_codes: Sequence[str] = (),
         until_caught_up: bool = False,
+        on_caught_up: Callable[[int], None] | None = None,
     ) -> Iterator[Change]:
         """Follow the log (ExchangeService.Subscribe): every accepted change this client's
         sender may see and the filters match, oldest first, backfill then live, without
-        end (``until_caught_up``: stop once the backfill reaches the end of the log).
+        end (``until_caught_up``: stop once the backfill reaches the end of the log;
+        ``on_caught_up(next_index)`` is called when it does).
 
         Each change's issuer signature is verified against the federation keys before it
         is yielded (ChangeVerificationError otherwise). Resume after an error with
@@ -385,8 +387,11 @@ class GatewayClient:
                         # Perhaps a key registered after the keys were fetched: fetch once more.
                         keys = self.federation_keys(refresh=True)
                         yield verify_change(event.change, keys)
-                elif which == "caught_up" and until_caught_up:
-                    return
+                elif which == "caught_up":
+                    if on_caught_up is not None:
+                        on_caught_up(event.caught_up.next_index)
+                    if until_caught_up:
+                        return
         finally:
             call.cancel()
 
