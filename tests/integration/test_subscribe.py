@@ -293,3 +293,39 @@ def test_a_slow_subscriber_is_bounded_and_loses_nothing(gateway_factory, signers
         assert got == expected
         stream.close()
     _wait_until(lambda: feed.subscriptions == 0, "the subscription to be released")
+
+
+def test_heartbeats_carry_the_resume_position(gateway_factory, signers, clock, certs_of):
+    gw = gateway_factory(feed_limits=FeedLimits(heartbeat=0.2))
+    with grpc.insecure_channel(gw.address) as ch:
+        from gateway.client import GatewayClient
+
+        with GatewayClient(gw.address, sender="CN-JS", signer=signers["CN-JS"]) as js:
+            js.now = lambda: clock.now  # type: ignore[method-assign]
+            js.publish(certs_of("CN-JS", 1)[0])
+        request = exchange_pb2.SubscribeRequest(kinds=["assessor"])
+        md = sign_read(
+            signer=signers["CN-JS"], principal="CN-JS", method=METHOD, request=request, now=clock.now
+        )
+        events = iter(exchange_pb2_grpc.ExchangeServiceStub(ch).Subscribe(request, metadata=md))
+        first, second = next(events), next(events)
+        # Nothing matches, yet the subscriber learns it may resume from index 1.
+        assert first.WhichOneof("event") == "caught_up" and first.caught_up.next_index == 1
+        assert second.WhichOneof("event") == "heartbeat" and second.heartbeat.next_index == 1
+
+
+def test_stopping_the_gateway_ends_subscriptions_with_unavailable(
+    gateway_factory, signers, clock, rpc_refusal
+):
+    gw = gateway_factory()
+    with grpc.insecure_channel(gw.address) as ch:
+        request = exchange_pb2.SubscribeRequest()
+        md = sign_read(
+            signer=signers["CN-JS"], principal="CN-JS", method=METHOD, request=request, now=clock.now
+        )
+        events = iter(exchange_pb2_grpc.ExchangeServiceStub(ch).Subscribe(request, metadata=md))
+        assert next(events).HasField("caught_up")
+        gw.stop()
+        # The feed ends it (a server stop alone would hold it for the grace period, then cancel).
+        refusal = rpc_refusal(lambda: next(events), Code.UNAVAILABLE, "SHUTTING_DOWN")
+        assert "resume" in refusal.message
