@@ -271,7 +271,9 @@ def test_caps_and_cancellation_free_resources(gateway_factory, signers, clock, r
 
 
 def test_a_slow_subscriber_is_bounded_and_loses_nothing(gateway_factory, signers, clock, certs_of):
-    limits = FeedLimits(queue_rows=8, page_rows=4, ring_rows=8)
+    # Tail reads of up to 16 rows against a queue of 8: a burst always overflows the queue,
+    # whatever the client's gRPC buffers absorb, and the subscription must go back to the log.
+    limits = FeedLimits(queue_rows=8, page_rows=16, ring_rows=8)
     gw = gateway_factory(feed_limits=limits)
     feed = gw.gateway.feed
     from gateway.client import GatewayClient
