@@ -37,12 +37,12 @@ class FeedLimits:
     max_subscriptions: int = 200
     per_principal: int = 8
     # Rows a live subscription may have waiting before it falls back to reading the log.
-    queue_rows: int = 512
+    queue_rows: int = 1024
     # Rows per backfill or tail read.
     page_rows: int = 256
     # Recent rows the tailer keeps, so a subscription finishing its backfill while the
     # tailer moves on joins from memory instead of reading again.
-    ring_rows: int = 1024
+    ring_rows: int = 2048
     # Commits by other replicas are seen within this many seconds.
     poll_interval: float = 0.5
     # A heartbeat after this many seconds with nothing sent.
