@@ -10,14 +10,14 @@ from typing import Any
 from gateway.convert import KIND_FIELDS, KIND_NUMBERS, us_to_datetime
 from gateway.domain.certificates import Scheme
 from gateway.domain.errors import FieldViolation, InvalidArgument, OutOfRange, PermissionDenied
-from gateway.domain.records import ASSESSOR
 from gateway.ledger.feed import ChangeFeed, ChangeFilter, FeedCaughtUp, FeedChange, FeedEvent
-from gateway.pb import exchange_pb2
+from gateway.pb import exchange_pb2, records_pb2
 from gateway.registry.federation import Federation
 from gateway.services.auth import Principal, ReadAuthenticator
 from gateway.services.paging import has_control_chars
 
 METHOD = "/mrx.v1.ExchangeService/Subscribe"
+ASSESSOR = KIND_FIELDS[records_pb2.RECORD_KIND_ASSESSOR]
 MAX_FILTER_ENTRIES = 100
 MAX_FILTER_LEN = 64
 
