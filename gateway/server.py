@@ -345,7 +345,7 @@ def start_gateway(
 
     # One authenticator for every read: one nonce cache and one rate limit per principal.
     auth = ReadAuthenticator(federation, clock=clock, limits=read_limits)
-    feed = ChangeFeed(FeedReads(engines), executor=executor, limits=feed_limits)
+    feed = ChangeFeed(FeedReads(engines), limits=feed_limits)
     client.add_commit_listener(feed.committed)
 
     async def build() -> tuple[grpc.aio.Server, int, aio_health.HealthServicer]:

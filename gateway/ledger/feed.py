@@ -21,7 +21,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -47,6 +47,8 @@ class FeedLimits:
     poll_interval: float = 0.5
     # A heartbeat after this many seconds with nothing sent.
     heartbeat: float = 15.0
+    # Threads reading the log for the feed (backfills and the tailer).
+    read_threads: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,11 +220,20 @@ class Subscription:
 class ChangeFeed:
     """The per-process tailer and the registry of open subscriptions (all on one event loop)."""
 
-    def __init__(self, reads: FeedReads, *, executor: Executor, limits: FeedLimits | None = None):
+    def __init__(
+        self, reads: FeedReads, *, executor: Executor | None = None, limits: FeedLimits | None = None
+    ):
         self.reads = reads
         self.limits = limits or FeedLimits()
         self.page = self.limits.page_rows
-        self._executor = executor
+        # Its own threads by default: many subscriptions backfilling at once must not take
+        # the pool that serves the unary reads.
+        self._own_executor = (
+            ThreadPoolExecutor(max_workers=self.limits.read_threads, thread_name_prefix="mrx-feed")
+            if executor is None
+            else None
+        )
+        self._executor: Executor = executor or self._own_executor  # type: ignore[assignment]
         self._open: list[Subscription] = []
         self._live: set[Subscription] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -286,6 +297,9 @@ class ChangeFeed:
             sub._wake.set()
         if self._task is not None:
             self._task.cancel()
+        if self._own_executor is not None:
+            # Reads under way finish; none starts after this (every read checks first, on the loop).
+            self._own_executor.shutdown(wait=False)
 
     # --- subscriptions' side -------------------------------------------------------------
 
