@@ -353,8 +353,9 @@ class GatewayClient:
         Each change's issuer signature is verified against the federation keys before it
         is yielded (ChangeVerificationError otherwise). Resume after an error with
         ``start_index`` = the last change's log_index + 1: nothing is lost or repeated.
-        Closing the iterator cancels the call. Refusals raise grpc.RpcError (decode with
-        Refusal.from_rpc_error).
+        Closing the iterator cancels the call; from another thread, close the client (the
+        iterator then raises grpc.RpcError CANCELLED). Refusals raise grpc.RpcError (decode
+        with Refusal.from_rpc_error); UNAVAILABLE means reconnect and resume.
         """
         if self.signer is None or self.sender is None:
             raise ValueError("reads are signed: this client needs a sender and signer")
