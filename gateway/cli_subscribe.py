@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gateway.convert import KIND_NUMBERS
 from gateway.crypto.suites import PrivateKey
 from gateway.domain.certificates import Scheme
 from gateway.registry.federation import load_federation
 
-KINDS = ("certificate_status", "assessor", "test_report", "pt_result", "spot_check")
+# The record kinds by name, as record-key prefixes; one list, the converter's.
+KINDS = tuple(sorted(KIND_NUMBERS))
 
 
 def add_subscribe_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
