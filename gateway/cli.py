@@ -867,6 +867,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=_cmd_keys_generate)
 
     _add_audit_parser(sub)
+    from gateway.cli_subscribe import add_subscribe_parser
+
+    add_subscribe_parser(sub)
     _add_tls_parser(sub)
     _add_db_parser(sub)
     _add_config_parser(sub)

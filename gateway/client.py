@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -33,7 +33,7 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from gateway.convert import KIND_NUMBERS, record_to_proto
+from gateway.convert import KIND_NUMBERS, claimed_issuer, record_from_proto, record_to_proto
 from gateway.crypto.dsse import (
     DECISION_PAYLOAD_TYPE,
     RECEIPT_PAYLOAD_TYPE,
@@ -184,6 +184,62 @@ def verify_receipt(
     return receipt
 
 
+class ChangeVerificationError(Exception):
+    """A Subscribe change whose issuer signature or content does not verify: do not apply it.
+
+    ``log_index`` says which; the feed stops here (resume from it once the cause is known).
+    """
+
+    def __init__(self, log_index: int, message: str):
+        super().__init__(f"change at log index {log_index}: {message}")
+        self.log_index = log_index
+
+
+@dataclass(frozen=True)
+class Change:
+    """One accepted record change from Subscribe, its issuer signature verified."""
+
+    log_index: int
+    record_key: str
+    envelope: envelope_pb2.Envelope
+    record: Record
+
+
+def verify_change(
+    change: exchange_pb2.RecordChange, federation_keys: dict[str, tuple[str, PublicKey]]
+) -> Change:
+    """Check a Subscribe change: a submission envelope signed by a federation key of the
+    record's issuer, naming the issuer the gateway says; decode and validate the record.
+
+    ``federation_keys``: key id -> (owner, public key). Raises ChangeVerificationError.
+    """
+    index = change.log_index
+    try:
+        envelope = envelope_pb2.Envelope.FromString(change.envelope)
+        submission = records_pb2.Submission.FromString(envelope.payload)
+    except Exception:  # DecodeError or anything a malformed body makes the parser raise
+        raise ChangeVerificationError(index, "the envelope is not a serialized submission") from None
+    which = submission.WhichOneof("record")
+    if which is None:
+        raise ChangeVerificationError(index, "the submission carries no record")
+    msg = getattr(submission, which)
+    issuer = claimed_issuer(msg)
+    if issuer != change.issuer or submission.header.sender != issuer:
+        raise ChangeVerificationError(
+            index, f"the record's issuer {issuer!r} is not the sender or not the issuer the gateway named"
+        )
+    keys = {kid: key for kid, (owner, key) in federation_keys.items() if owner == issuer}
+    try:
+        verify_envelope(envelope, payload_type=SUBMISSION_PAYLOAD_TYPE, keys=keys, what="submission")
+    except SignatureError as err:
+        raise ChangeVerificationError(index, f"{err} (issuer {issuer})") from None
+    try:
+        record, _ = record_from_proto(msg)
+    except Exception as err:  # InvalidArgument from validation
+        raise ChangeVerificationError(index, f"the record does not validate: {err}") from None
+    return Change(log_index=index, record_key=change.record_key, envelope=envelope, record=record)
+
+
 # SubmitBatch limits (proto/mrx/v1/exchange.proto); the SDK splits larger batches.
 BATCH_MAX_ENVELOPES = 1000
 BATCH_MAX_BYTES = 16 * 1024 * 1024 - 64 * 1024  # leaves room for framing
@@ -214,10 +270,14 @@ class GatewayClient:
         tls: ClientTls | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         timeout: float = 30.0,
+        federation_keys: dict[str, tuple[str, PublicKey]] | None = None,
     ):
         """``tls``: the CA to trust and this participant's client certificate and key
         (gateway.tls.ClientTls); without it (or ready-made ``credentials``) the channel is
         plaintext, which only a loopback target may use (TlsConfigError otherwise).
+        ``federation_keys`` (key id -> (owner, public key), from your copy of the federation
+        file) pins the keys Subscribe changes are verified with; without it they are
+        fetched from RegistryService (trust on first use).
         """
         self.target = target
         options = [("grpc.max_receive_message_length", 16 * 1024 * 1024)]
@@ -229,6 +289,8 @@ class GatewayClient:
         self.signer = signer
         self.timeout = timeout
         self._gateway_keys = gateway_keys
+        self._federation_keys = federation_keys
+        self._pinned_keys = federation_keys is not None
 
     def __enter__(self) -> GatewayClient:
         return self
@@ -259,6 +321,80 @@ class GatewayClient:
                     keys[k.keyid] = PublicKey.from_pem(k.public_key_pem, Suite.from_proto(k.suite))
             self._gateway_keys = keys
         return self._gateway_keys
+
+    def federation_keys(self, *, refresh: bool = False) -> dict[str, tuple[str, PublicKey]]:
+        """Every participant key (revoked ones too: they still verify what they signed
+        while valid), key id -> (owner, public key)."""
+        if self._federation_keys is None or (refresh and not self._pinned_keys):
+            listed = self.registry.ListKeys(registry_pb2.ListKeysRequest(), timeout=self.timeout)
+            self._federation_keys = {
+                k.keyid: (k.owner, PublicKey.from_pem(k.public_key_pem, Suite.from_proto(k.suite)))
+                for k in listed.keys
+            }
+        return self._federation_keys
+
+    def subscribe(
+        self,
+        *,
+        start_index: int = 0,
+        kinds: Sequence[str] = (),
+        issuers: Sequence[str] = (),
+        schemes: Sequence[Scheme] = (),
+        certificate_numbers: Sequence[str] = (),
+        holder_credit_codes: Sequence[str] = (),
+        until_caught_up: bool = False,
+        on_caught_up: Callable[[int], None] | None = None,
+    ) -> Iterator[Change]:
+        """Follow the log (ExchangeService.Subscribe): every accepted change this client's
+        sender may see and the filters match, oldest first, backfill then live, without
+        end (``until_caught_up``: stop once the backfill reaches the end of the log;
+        ``on_caught_up(next_index)`` is called when it does).
+
+        Each change's issuer signature is verified against the federation keys before it
+        is yielded (ChangeVerificationError otherwise). Resume after an error with
+        ``start_index`` = the last change's log_index + 1: nothing is lost or repeated.
+        Closing the iterator cancels the call; from another thread, close the client (the
+        iterator then raises grpc.RpcError CANCELLED). Refusals raise grpc.RpcError (decode
+        with Refusal.from_rpc_error); UNAVAILABLE means reconnect and resume.
+        """
+        if self.signer is None or self.sender is None:
+            raise ValueError("reads are signed: this client needs a sender and signer")
+        request = exchange_pb2.SubscribeRequest(
+            start_index=start_index,
+            kinds=list(kinds),
+            issuers=list(issuers),
+            schemes=[int(s) for s in schemes],  # type: ignore[misc]
+            certificate_numbers=list(certificate_numbers),
+            holder_credit_codes=list(holder_credit_codes),
+        )
+        metadata = sign_read(
+            signer=self.signer,
+            principal=self.sender,
+            method="/mrx.v1.ExchangeService/Subscribe",
+            request=request,
+            now=self.now(),
+        )
+        keys = self.federation_keys()
+        call = self.exchange.Subscribe(request, metadata=metadata)
+        try:
+            for event in call:
+                which = event.WhichOneof("event")
+                if which == "change":
+                    try:
+                        yield verify_change(event.change, keys)
+                    except ChangeVerificationError:
+                        if self._pinned_keys:
+                            raise
+                        # Perhaps a key registered after the keys were fetched: fetch once more.
+                        keys = self.federation_keys(refresh=True)
+                        yield verify_change(event.change, keys)
+                elif which == "caught_up":
+                    if on_caught_up is not None:
+                        on_caught_up(event.caught_up.next_index)
+                    if until_caught_up:
+                        return
+        finally:
+            call.cancel()
 
     def sign(self, record: Record, **kwargs: Any) -> envelope_pb2.Envelope:
         if self.signer is None or self.sender is None:

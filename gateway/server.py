@@ -25,6 +25,7 @@ from gateway.crypto.suites import PrivateKey
 # Certificates expire on a calendar date in China; "today" is judged there.
 from gateway.domain.records import CHINA, DEFAULT_PT_BOUNDARIES, PtBoundaries
 from gateway.ledger.checkpointer import Checkpointer
+from gateway.ledger.feed import ChangeFeed, FeedLimits
 from gateway.ledger.front import MAX_BATCH_BYTES, StreamLimits, Submitter
 from gateway.ledger.verify import Limits, Verifier
 from gateway.ledger.writer import Writer, WriterClient, WriterOptions
@@ -48,9 +49,11 @@ from gateway.services.errors import ErrorInterceptor
 from gateway.services.exchange import ExchangeServicer
 from gateway.services.recognition import RecognitionServicer
 from gateway.services.registry import RegistryServicer
+from gateway.services.subscribe import Subscriptions
 from gateway.store.audit_reads import AuditStore
 from gateway.store.checkpoints import CheckpointStore
 from gateway.store.engine import Engines
+from gateway.store.feed_reads import FeedReads
 from gateway.store.reads import ReadStore
 from gateway.store.record_reads import RecordReads
 from gateway.tls.transport import PLAINTEXT_FLAGS, ServerTls, is_loopback
@@ -113,6 +116,8 @@ class Gateway:
     metrics_server: metrics.MetricsServer | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
     _stop_lock: threading.Lock = field(default_factory=threading.Lock)
+    # The Subscribe change feed of this process.
+    feed: ChangeFeed | None = None
 
     @property
     def address(self) -> str:
@@ -216,6 +221,8 @@ class Gateway:
                 self._monitor.cancel()
             try:
                 self._call(self.health.enter_graceful_shutdown(), timeout=5)
+                if self.feed is not None:  # subscriptions never end by themselves
+                    self._call(self.feed.shutdown(), timeout=5)
                 self._call(self.server.stop(grace), timeout=grace + 10)
             except Exception:
                 log.warning("server stop did not complete cleanly", exc_info=True)
@@ -295,6 +302,7 @@ def start_gateway(
     extra_fronts: int = 0,
     writer_conn: Connection | None = None,
     metrics_address: tuple[str, int] | None = None,
+    feed_limits: FeedLimits | None = None,
 ) -> Gateway:
     """Start serving; ``tls`` is a ``ServerTls`` (with ``client_ca``: mutual TLS), or the
     older (certificate chain PEM, private key PEM) pair for server-only TLS, or None for
@@ -349,6 +357,8 @@ def start_gateway(
 
     # One authenticator for every read: one nonce cache and one rate limit per principal.
     auth = ReadAuthenticator(federation, clock=clock, limits=read_limits)
+    feed = ChangeFeed(FeedReads(engines), limits=feed_limits)
+    client.add_commit_listener(feed.committed)
 
     async def build() -> tuple[grpc.aio.Server, int, aio_health.HealthServicer]:
         server = grpc.aio.server(
@@ -366,6 +376,7 @@ def start_gateway(
                 today=today,
                 records=RecordReads(engines),
                 auth=auth,
+                subscriptions=Subscriptions(feed=feed, auth=auth, federation=federation, today=today),
             ),
             server,
         )
@@ -451,6 +462,7 @@ def start_gateway(
         executor=executor,
         _loop_thread=loop_thread,
         metrics_server=metrics_server,
+        feed=feed,
     )
     holder.append(gateway)
     gateway._monitor = asyncio.run_coroutine_threadsafe(

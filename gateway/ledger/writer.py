@@ -242,6 +242,8 @@ class WriterClient:
         self.commits = 0
         self.committed = 0
         self._last_commit = 0
+        # Called on the receiver thread after each answered commit (the change feed wakes).
+        self._commit_listeners: list[Callable[[], None]] = []
         self._sender = threading.Thread(target=self._send_loop, name="mrx-writer-send", daemon=True)
         self._receiver = threading.Thread(target=self._recv_loop, name="mrx-writer-recv", daemon=True)
 
@@ -253,6 +255,10 @@ class WriterClient:
             raise RuntimeError(msg[1])
         self._sender.start()
         self._receiver.start()
+
+    def add_commit_listener(self, listener: Callable[[], None]) -> None:
+        """``listener()`` runs on the receiver thread after each commit is answered: keep it short."""
+        self._commit_listeners.append(listener)
 
     @property
     def closed_reason(self) -> str | None:
@@ -326,6 +332,11 @@ class WriterClient:
                     self._on_commit(msg[3])
                 for cid, outcomes in msg[1]:
                     self._resolve(cid, outcomes, None)
+                for listener in self._commit_listeners:
+                    try:
+                        listener()
+                    except Exception:  # a listener never takes the receiver (and every receipt) down
+                        log.warning("a commit listener failed", exc_info=True)
             elif msg[0] == "failed":
                 for cid in msg[1]:
                     error: Exception = (

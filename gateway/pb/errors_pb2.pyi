@@ -123,6 +123,8 @@ class ErrorReason(_message.Message):
         INDEX_BEYOND_TREE: ErrorReason._Value.ValueType  # 81
         INDEX_BEYOND_LOG: ErrorReason._Value.ValueType  # 82
         """log_index from 2^63"""
+        START_BEYOND_LOG: ErrorReason._Value.ValueType  # 83
+        """Subscribe start_index beyond the end of the log"""
         RATE_LIMITED: ErrorReason._Value.ValueType  # 90
         """RESOURCE_EXHAUSTED: wait (RetryInfo) or send less at once.
         reads per principal
@@ -133,6 +135,8 @@ class ErrorReason(_message.Message):
         """a stream that sent nothing was ended"""
         BATCH_TOO_LARGE: ErrorReason._Value.ValueType  # 93
         """more than 1,000 envelopes in SubmitBatch"""
+        TOO_MANY_SUBSCRIPTIONS: ErrorReason._Value.ValueType  # 94
+        """open Subscribe calls (total, or per principal)"""
         SHUTTING_DOWN: ErrorReason._Value.ValueType  # 100
         """UNAVAILABLE: not acknowledged; retry the same bytes (the original receipt comes
         back if it was committed after all).
@@ -225,6 +229,8 @@ class ErrorReason(_message.Message):
     INDEX_BEYOND_TREE: ErrorReason.Value.ValueType  # 81
     INDEX_BEYOND_LOG: ErrorReason.Value.ValueType  # 82
     """log_index from 2^63"""
+    START_BEYOND_LOG: ErrorReason.Value.ValueType  # 83
+    """Subscribe start_index beyond the end of the log"""
     RATE_LIMITED: ErrorReason.Value.ValueType  # 90
     """RESOURCE_EXHAUSTED: wait (RetryInfo) or send less at once.
     reads per principal
@@ -235,6 +241,8 @@ class ErrorReason(_message.Message):
     """a stream that sent nothing was ended"""
     BATCH_TOO_LARGE: ErrorReason.Value.ValueType  # 93
     """more than 1,000 envelopes in SubmitBatch"""
+    TOO_MANY_SUBSCRIPTIONS: ErrorReason.Value.ValueType  # 94
+    """open Subscribe calls (total, or per principal)"""
     SHUTTING_DOWN: ErrorReason.Value.ValueType  # 100
     """UNAVAILABLE: not acknowledged; retry the same bytes (the original receipt comes
     back if it was committed after all).

@@ -29,35 +29,45 @@ from gateway.pb import envelope_pb2 as mrx_dot_v1_dot_envelope__pb2
 from gateway.pb import records_pb2 as mrx_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15mrx/v1/exchange.proto\x12\x06mrx.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x15mrx/v1/envelope.proto\x1a\x14mrx/v1/records.proto\"&\n\x10GetRecordRequest\x12\x12\n\nrecord_key\x18\x01 \x01(\t\"\xf8\x01\n\nRecordView\x12\x12\n\nrecord_key\x18\x01 \x01(\t\x12\"\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x10.mrx.v1.Envelope\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x31\n\x0f\x65\x66\x66\x65\x63tive_state\x18\x04 \x01(\x0e\x32\x18.mrx.v1.CertificateState\x12\x11\n\tlog_index\x18\x05 \x01(\x04\x12/\n\x0breceived_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x11pt_classification\x18\x07 \x01(\x0e\x32\x0f.mrx.v1.PtClass\"3\n\rSubmitRequest\x12\"\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x10.mrx.v1.Envelope\"3\n\x0eSubmitResponse\x12!\n\x07receipt\x18\x01 \x01(\x0b\x32\x10.mrx.v1.Envelope\"9\n\x12SubmitBatchRequest\x12#\n\tenvelopes\x18\x01 \x03(\x0b\x32\x10.mrx.v1.Envelope\"D\n\x13SubmitBatchResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.mrx.v1.SubmitStreamResponse\"|\n\x14SubmitStreamResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12#\n\x07receipt\x18\x02 \x01(\x0b\x32\x10.mrx.v1.EnvelopeH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\"^\n\x15GetCertificateRequest\x12)\n\x06scheme\x18\x01 \x01(\x0e\x32\x19.mrx.v1.CertificateScheme\x12\x1a\n\x12\x63\x65rtificate_number\x18\x02 \x01(\t\"\xdc\x01\n\x0f\x43\x65rtificateView\x12.\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0b\x32\x19.mrx.v1.CertificateStatus\x12\x31\n\x0f\x65\x66\x66\x65\x63tive_state\x18\x02 \x01(\x0e\x32\x18.mrx.v1.CertificateState\x12\"\n\x08\x65nvelope\x18\x03 \x01(\x0b\x32\x10.mrx.v1.Envelope\x12\x11\n\tlog_index\x18\x04 \x01(\x04\x12/\n\x0breceived_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd7\x01\n\x18QueryCertificatesRequest\x12\x1a\n\x12holder_credit_code\x18\x01 \x01(\t\x12\x14\n\x0cissuing_body\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.mrx.v1.CertificateState\x12\x0e\n\x06issuer\x18\x04 \x01(\t\x12)\n\x06scheme\x18\x05 \x01(\x0e\x32\x19.mrx.v1.CertificateScheme\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"c\n\x19QueryCertificatesResponse\x12-\n\x0c\x63\x65rtificates\x18\x01 \x03(\x0b\x32\x17.mrx.v1.CertificateView\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xba\x03\n\x0f\x45xchangeService\x12\x37\n\x06Submit\x12\x15.mrx.v1.SubmitRequest\x1a\x16.mrx.v1.SubmitResponse\x12\x46\n\x0bSubmitBatch\x12\x1a.mrx.v1.SubmitBatchRequest\x1a\x1b.mrx.v1.SubmitBatchResponse\x12G\n\x0cSubmitStream\x12\x15.mrx.v1.SubmitRequest\x1a\x1c.mrx.v1.SubmitStreamResponse(\x01\x30\x01\x12H\n\x0eGetCertificate\x12\x1d.mrx.v1.GetCertificateRequest\x1a\x17.mrx.v1.CertificateView\x12X\n\x11QueryCertificates\x12 .mrx.v1.QueryCertificatesRequest\x1a!.mrx.v1.QueryCertificatesResponse\x12\x39\n\tGetRecord\x12\x18.mrx.v1.GetRecordRequest\x1a\x12.mrx.v1.RecordViewb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15mrx/v1/exchange.proto\x12\x06mrx.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x15mrx/v1/envelope.proto\x1a\x14mrx/v1/records.proto\"\xad\x01\n\x10SubscribeRequest\x12\x13\n\x0bstart_index\x18\x01 \x01(\x04\x12\r\n\x05kinds\x18\x02 \x03(\t\x12\x0f\n\x07issuers\x18\x03 \x03(\t\x12*\n\x07schemes\x18\x04 \x03(\x0e\x32\x19.mrx.v1.CertificateScheme\x12\x1b\n\x13\x63\x65rtificate_numbers\x18\x05 \x03(\t\x12\x1b\n\x13holder_credit_codes\x18\x06 \x03(\t\"\x90\x01\n\x0eSubscribeEvent\x12&\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x14.mrx.v1.RecordChangeH\x00\x12%\n\tcaught_up\x18\x02 \x01(\x0b\x32\x10.mrx.v1.CaughtUpH\x00\x12&\n\theartbeat\x18\x03 \x01(\x0b\x32\x11.mrx.v1.HeartbeatH\x00\x42\x07\n\x05\x65vent\"\xc2\x01\n\x0cRecordChange\x12\x11\n\tlog_index\x18\x01 \x01(\x04\x12\x12\n\nrecord_key\x18\x02 \x01(\t\x12\x10\n\x08\x65nvelope\x18\x03 \x01(\x0c\x12/\n\x0breceived_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x04kind\x18\x05 \x01(\x0e\x32\x12.mrx.v1.RecordKind\x12\x0e\n\x06issuer\x18\x06 \x01(\t\x12\x16\n\x0erecord_version\x18\x07 \x01(\x04\"\x1e\n\x08\x43\x61ughtUp\x12\x12\n\nnext_index\x18\x01 \x01(\x04\"L\n\tHeartbeat\x12\x12\n\nnext_index\x18\x01 \x01(\x04\x12+\n\x07sent_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"&\n\x10GetRecordRequest\x12\x12\n\nrecord_key\x18\x01 \x01(\t\"\xf8\x01\n\nRecordView\x12\x12\n\nrecord_key\x18\x01 \x01(\t\x12\"\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x10.mrx.v1.Envelope\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x31\n\x0f\x65\x66\x66\x65\x63tive_state\x18\x04 \x01(\x0e\x32\x18.mrx.v1.CertificateState\x12\x11\n\tlog_index\x18\x05 \x01(\x04\x12/\n\x0breceived_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x11pt_classification\x18\x07 \x01(\x0e\x32\x0f.mrx.v1.PtClass\"3\n\rSubmitRequest\x12\"\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x10.mrx.v1.Envelope\"3\n\x0eSubmitResponse\x12!\n\x07receipt\x18\x01 \x01(\x0b\x32\x10.mrx.v1.Envelope\"9\n\x12SubmitBatchRequest\x12#\n\tenvelopes\x18\x01 \x03(\x0b\x32\x10.mrx.v1.Envelope\"D\n\x13SubmitBatchResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.mrx.v1.SubmitStreamResponse\"|\n\x14SubmitStreamResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12#\n\x07receipt\x18\x02 \x01(\x0b\x32\x10.mrx.v1.EnvelopeH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\"^\n\x15GetCertificateRequest\x12)\n\x06scheme\x18\x01 \x01(\x0e\x32\x19.mrx.v1.CertificateScheme\x12\x1a\n\x12\x63\x65rtificate_number\x18\x02 \x01(\t\"\xdc\x01\n\x0f\x43\x65rtificateView\x12.\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0b\x32\x19.mrx.v1.CertificateStatus\x12\x31\n\x0f\x65\x66\x66\x65\x63tive_state\x18\x02 \x01(\x0e\x32\x18.mrx.v1.CertificateState\x12\"\n\x08\x65nvelope\x18\x03 \x01(\x0b\x32\x10.mrx.v1.Envelope\x12\x11\n\tlog_index\x18\x04 \x01(\x04\x12/\n\x0breceived_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd7\x01\n\x18QueryCertificatesRequest\x12\x1a\n\x12holder_credit_code\x18\x01 \x01(\t\x12\x14\n\x0cissuing_body\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.mrx.v1.CertificateState\x12\x0e\n\x06issuer\x18\x04 \x01(\t\x12)\n\x06scheme\x18\x05 \x01(\x0e\x32\x19.mrx.v1.CertificateScheme\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"c\n\x19QueryCertificatesResponse\x12-\n\x0c\x63\x65rtificates\x18\x01 \x03(\x0b\x32\x17.mrx.v1.CertificateView\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xfb\x03\n\x0f\x45xchangeService\x12\x37\n\x06Submit\x12\x15.mrx.v1.SubmitRequest\x1a\x16.mrx.v1.SubmitResponse\x12\x46\n\x0bSubmitBatch\x12\x1a.mrx.v1.SubmitBatchRequest\x1a\x1b.mrx.v1.SubmitBatchResponse\x12G\n\x0cSubmitStream\x12\x15.mrx.v1.SubmitRequest\x1a\x1c.mrx.v1.SubmitStreamResponse(\x01\x30\x01\x12H\n\x0eGetCertificate\x12\x1d.mrx.v1.GetCertificateRequest\x1a\x17.mrx.v1.CertificateView\x12X\n\x11QueryCertificates\x12 .mrx.v1.QueryCertificatesRequest\x1a!.mrx.v1.QueryCertificatesResponse\x12\x39\n\tGetRecord\x12\x18.mrx.v1.GetRecordRequest\x1a\x12.mrx.v1.RecordView\x12?\n\tSubscribe\x12\x18.mrx.v1.SubscribeRequest\x1a\x16.mrx.v1.SubscribeEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gateway.pb.exchange_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETRECORDREQUEST']._serialized_start=136
-  _globals['_GETRECORDREQUEST']._serialized_end=174
-  _globals['_RECORDVIEW']._serialized_start=177
-  _globals['_RECORDVIEW']._serialized_end=425
-  _globals['_SUBMITREQUEST']._serialized_start=427
-  _globals['_SUBMITREQUEST']._serialized_end=478
-  _globals['_SUBMITRESPONSE']._serialized_start=480
-  _globals['_SUBMITRESPONSE']._serialized_end=531
-  _globals['_SUBMITBATCHREQUEST']._serialized_start=533
-  _globals['_SUBMITBATCHREQUEST']._serialized_end=590
-  _globals['_SUBMITBATCHRESPONSE']._serialized_start=592
-  _globals['_SUBMITBATCHRESPONSE']._serialized_end=660
-  _globals['_SUBMITSTREAMRESPONSE']._serialized_start=662
-  _globals['_SUBMITSTREAMRESPONSE']._serialized_end=786
-  _globals['_GETCERTIFICATEREQUEST']._serialized_start=788
-  _globals['_GETCERTIFICATEREQUEST']._serialized_end=882
-  _globals['_CERTIFICATEVIEW']._serialized_start=885
-  _globals['_CERTIFICATEVIEW']._serialized_end=1105
-  _globals['_QUERYCERTIFICATESREQUEST']._serialized_start=1108
-  _globals['_QUERYCERTIFICATESREQUEST']._serialized_end=1323
-  _globals['_QUERYCERTIFICATESRESPONSE']._serialized_start=1325
-  _globals['_QUERYCERTIFICATESRESPONSE']._serialized_end=1424
-  _globals['_EXCHANGESERVICE']._serialized_start=1427
-  _globals['_EXCHANGESERVICE']._serialized_end=1869
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=137
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=310
+  _globals['_SUBSCRIBEEVENT']._serialized_start=313
+  _globals['_SUBSCRIBEEVENT']._serialized_end=457
+  _globals['_RECORDCHANGE']._serialized_start=460
+  _globals['_RECORDCHANGE']._serialized_end=654
+  _globals['_CAUGHTUP']._serialized_start=656
+  _globals['_CAUGHTUP']._serialized_end=686
+  _globals['_HEARTBEAT']._serialized_start=688
+  _globals['_HEARTBEAT']._serialized_end=764
+  _globals['_GETRECORDREQUEST']._serialized_start=766
+  _globals['_GETRECORDREQUEST']._serialized_end=804
+  _globals['_RECORDVIEW']._serialized_start=807
+  _globals['_RECORDVIEW']._serialized_end=1055
+  _globals['_SUBMITREQUEST']._serialized_start=1057
+  _globals['_SUBMITREQUEST']._serialized_end=1108
+  _globals['_SUBMITRESPONSE']._serialized_start=1110
+  _globals['_SUBMITRESPONSE']._serialized_end=1161
+  _globals['_SUBMITBATCHREQUEST']._serialized_start=1163
+  _globals['_SUBMITBATCHREQUEST']._serialized_end=1220
+  _globals['_SUBMITBATCHRESPONSE']._serialized_start=1222
+  _globals['_SUBMITBATCHRESPONSE']._serialized_end=1290
+  _globals['_SUBMITSTREAMRESPONSE']._serialized_start=1292
+  _globals['_SUBMITSTREAMRESPONSE']._serialized_end=1416
+  _globals['_GETCERTIFICATEREQUEST']._serialized_start=1418
+  _globals['_GETCERTIFICATEREQUEST']._serialized_end=1512
+  _globals['_CERTIFICATEVIEW']._serialized_start=1515
+  _globals['_CERTIFICATEVIEW']._serialized_end=1735
+  _globals['_QUERYCERTIFICATESREQUEST']._serialized_start=1738
+  _globals['_QUERYCERTIFICATESREQUEST']._serialized_end=1953
+  _globals['_QUERYCERTIFICATESRESPONSE']._serialized_start=1955
+  _globals['_QUERYCERTIFICATESRESPONSE']._serialized_end=2054
+  _globals['_EXCHANGESERVICE']._serialized_start=2057
+  _globals['_EXCHANGESERVICE']._serialized_end=2564
 # @@protoc_insertion_point(module_scope)

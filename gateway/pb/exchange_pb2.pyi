@@ -29,6 +29,188 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class SubscribeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_INDEX_FIELD_NUMBER: _builtins.int
+    KINDS_FIELD_NUMBER: _builtins.int
+    ISSUERS_FIELD_NUMBER: _builtins.int
+    SCHEMES_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_NUMBERS_FIELD_NUMBER: _builtins.int
+    HOLDER_CREDIT_CODES_FIELD_NUMBER: _builtins.int
+    start_index: _builtins.int
+    """The first log index wanted: 0 from the beginning; to resume, the last received
+    change's log_index + 1. At most the log's size (the next index to be written).
+    """
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Record kinds, as record-key prefixes: "certificate_status", "assessor",
+        "test_report", "pt_result", "spot_check". Each filter below is a set (at most 100
+        entries of at most 64 characters); an empty one matches everything; a change is
+        delivered when it matches every non-empty filter.
+        """
+
+    @_builtins.property
+    def issuers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Participants named as the record's issuer (an assessor's home), e.g. "CN-JS"."""
+
+    @_builtins.property
+    def schemes(self) -> _containers.RepeatedScalarFieldContainer[_records_pb2.CertificateScheme.ValueType]:
+        """Certificate schemes: a non-empty list delivers certificate status changes only."""
+
+    @_builtins.property
+    def certificate_numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Certificate numbers: a non-empty list delivers certificate status changes only."""
+
+    @_builtins.property
+    def holder_credit_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Certificate holders' and spot-check targets' unified social credit codes."""
+
+    def __init__(
+        self,
+        *,
+        start_index: _builtins.int = ...,
+        kinds: _abc.Iterable[_builtins.str] | None = ...,
+        issuers: _abc.Iterable[_builtins.str] | None = ...,
+        schemes: _abc.Iterable[_records_pb2.CertificateScheme.ValueType] | None = ...,
+        certificate_numbers: _abc.Iterable[_builtins.str] | None = ...,
+        holder_credit_codes: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_numbers", b"certificate_numbers", "holder_credit_codes", b"holder_credit_codes", "issuers", b"issuers", "kinds", b"kinds", "schemes", b"schemes", "start_index", b"start_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscribeRequest: _TypeAlias = SubscribeRequest  # noqa: Y015
+
+@_typing.final
+class SubscribeEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_FIELD_NUMBER: _builtins.int
+    CAUGHT_UP_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def change(self) -> Global___RecordChange: ...
+    @_builtins.property
+    def caught_up(self) -> Global___CaughtUp:
+        """Sent once, when the backfill has reached the end of the log: what follows is live."""
+
+    @_builtins.property
+    def heartbeat(self) -> Global___Heartbeat:
+        """Sent when nothing was sent for 15 s: the stream is alive."""
+
+    def __init__(
+        self,
+        *,
+        change: Global___RecordChange | None = ...,
+        caught_up: Global___CaughtUp | None = ...,
+        heartbeat: Global___Heartbeat | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["caught_up", b"caught_up", "change", b"change", "event", b"event", "heartbeat", b"heartbeat"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caught_up", b"caught_up", "change", b"change", "event", b"event", "heartbeat", b"heartbeat"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["change", "caught_up", "heartbeat"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___SubscribeEvent: _TypeAlias = SubscribeEvent  # noqa: Y015
+
+@_typing.final
+class RecordChange(_message.Message):
+    """One accepted change of a record."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOG_INDEX_FIELD_NUMBER: _builtins.int
+    RECORD_KEY_FIELD_NUMBER: _builtins.int
+    ENVELOPE_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    ISSUER_FIELD_NUMBER: _builtins.int
+    RECORD_VERSION_FIELD_NUMBER: _builtins.int
+    log_index: _builtins.int
+    record_key: _builtins.str
+    envelope: _builtins.bytes
+    """The issuer's submission envelope exactly as received and stored (a serialized
+    mrx.v1.Envelope): verify its signature with the issuer's federation key; its
+    SHA-256 is the envelope_sha256 of the log leaf at log_index, so
+    AuditService.GetInclusionProof(log_index) proves it is in the log.
+    """
+    kind: _records_pb2.RecordKind.ValueType
+    issuer: _builtins.str
+    """The record's issuer (an assessor's home)."""
+    record_version: _builtins.int
+    @_builtins.property
+    def received_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        log_index: _builtins.int = ...,
+        record_key: _builtins.str = ...,
+        envelope: _builtins.bytes = ...,
+        received_at: _timestamp_pb2.Timestamp | None = ...,
+        kind: _records_pb2.RecordKind.ValueType = ...,
+        issuer: _builtins.str = ...,
+        record_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["received_at", b"received_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "issuer", b"issuer", "kind", b"kind", "log_index", b"log_index", "received_at", b"received_at", "record_key", b"record_key", "record_version", b"record_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordChange: _TypeAlias = RecordChange  # noqa: Y015
+
+@_typing.final
+class CaughtUp(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NEXT_INDEX_FIELD_NUMBER: _builtins.int
+    next_index: _builtins.int
+    """Every change below this index that matches has been sent: resume from here if
+    nothing else arrives.
+    """
+    def __init__(
+        self,
+        *,
+        next_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_index", b"next_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaughtUp: _TypeAlias = CaughtUp  # noqa: Y015
+
+@_typing.final
+class Heartbeat(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NEXT_INDEX_FIELD_NUMBER: _builtins.int
+    SENT_AT_FIELD_NUMBER: _builtins.int
+    next_index: _builtins.int
+    """As in CaughtUp."""
+    @_builtins.property
+    def sent_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        next_index: _builtins.int = ...,
+        sent_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sent_at", b"sent_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_index", b"next_index", "sent_at", b"sent_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
+
+@_typing.final
 class GetRecordRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

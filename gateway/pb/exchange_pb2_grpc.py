@@ -65,6 +65,11 @@ class ExchangeServiceStub:
                 request_serializer=mrx_dot_v1_dot_exchange__pb2.GetRecordRequest.SerializeToString,
                 response_deserializer=mrx_dot_v1_dot_exchange__pb2.RecordView.FromString,
                 _registered_method=True)
+        self.Subscribe = channel.unary_stream(
+                '/mrx.v1.ExchangeService/Subscribe',
+                request_serializer=mrx_dot_v1_dot_exchange__pb2.SubscribeRequest.SerializeToString,
+                response_deserializer=mrx_dot_v1_dot_exchange__pb2.SubscribeEvent.FromString,
+                _registered_method=True)
 
 
 class ExchangeServiceServicer:
@@ -146,6 +151,36 @@ class ExchangeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Subscribe(self, request, context):
+        """Follows the log: the accepted record changes the caller may see, in log order,
+        first from the log (backfill from start_index), then live as they are committed
+        (on any replica sharing the database), without end. Signed like the audit reads
+        (docs/signing.md section 12; the signature covers the request bytes). A member
+        sees records it issued and records of issuers bound to it by an agreement in force
+        for the record's kind (assessors only under one covering assessors); a secretariat,
+        its alliance members'; the gateway principal, all. Without an issuers filter the
+        feed is narrowed to that scope silently. After the backfill one CaughtUp event is
+        sent; while nothing matches, a Heartbeat every 15 s. Resume after a disconnect with
+        start_index = the last change's log_index + 1 (or a CaughtUp/Heartbeat next_index):
+        nothing is lost or repeated. docs/signing.md "Following changes". Errors:
+        UNAUTHENTICATED     the request signature (as for every signed read)
+        INVALID_ARGUMENT    unknown kind or scheme, a malformed or over-long filter
+        (INVALID_FIELDS; BadRequest names the field)
+        PERMISSION_DENIED   an issuers filter naming an issuer outside the caller's scope
+        (OUTSIDE_SCOPE), or one whose records of every requested kind
+        are personal data the caller may not see (PERSONAL_DATA);
+        the metadata names the issuer
+        OUT_OF_RANGE        start_index beyond the end of the log (START_BEYOND_LOG;
+        metadata log_size)
+        RESOURCE_EXHAUSTED  too many open subscriptions, in all or for this principal
+        (TOO_MANY_SUBSCRIPTIONS, with RetryInfo), or reads over rate
+        UNAVAILABLE         the gateway is shutting down (SHUTTING_DOWN): resume on
+        another replica from the last index received + 1
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExchangeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -178,6 +213,11 @@ def add_ExchangeServiceServicer_to_server(servicer, server):
                     servicer.GetRecord,
                     request_deserializer=mrx_dot_v1_dot_exchange__pb2.GetRecordRequest.FromString,
                     response_serializer=mrx_dot_v1_dot_exchange__pb2.RecordView.SerializeToString,
+            ),
+            'Subscribe': grpc.unary_stream_rpc_method_handler(
+                    servicer.Subscribe,
+                    request_deserializer=mrx_dot_v1_dot_exchange__pb2.SubscribeRequest.FromString,
+                    response_serializer=mrx_dot_v1_dot_exchange__pb2.SubscribeEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -342,6 +382,33 @@ class ExchangeService:
             '/mrx.v1.ExchangeService/GetRecord',
             mrx_dot_v1_dot_exchange__pb2.GetRecordRequest.SerializeToString,
             mrx_dot_v1_dot_exchange__pb2.RecordView.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Subscribe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mrx.v1.ExchangeService/Subscribe',
+            mrx_dot_v1_dot_exchange__pb2.SubscribeRequest.SerializeToString,
+            mrx_dot_v1_dot_exchange__pb2.SubscribeEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -89,6 +89,32 @@ class ExchangeServiceStub:
     check, or certificate) by its record key, with the issuer's signed envelope.
     Errors: INVALID_ARGUMENT (malformed key), NOT_FOUND.
     """
+    Subscribe: _grpc.UnaryStreamMultiCallable[_exchange_pb2.SubscribeRequest, _exchange_pb2.SubscribeEvent]
+    """Follows the log: the accepted record changes the caller may see, in log order,
+    first from the log (backfill from start_index), then live as they are committed
+    (on any replica sharing the database), without end. Signed like the audit reads
+    (docs/signing.md section 12; the signature covers the request bytes). A member
+    sees records it issued and records of issuers bound to it by an agreement in force
+    for the record's kind (assessors only under one covering assessors); a secretariat,
+    its alliance members'; the gateway principal, all. Without an issuers filter the
+    feed is narrowed to that scope silently. After the backfill one CaughtUp event is
+    sent; while nothing matches, a Heartbeat every 15 s. Resume after a disconnect with
+    start_index = the last change's log_index + 1 (or a CaughtUp/Heartbeat next_index):
+    nothing is lost or repeated. docs/signing.md "Following changes". Errors:
+      UNAUTHENTICATED     the request signature (as for every signed read)
+      INVALID_ARGUMENT    unknown kind or scheme, a malformed or over-long filter
+                          (INVALID_FIELDS; BadRequest names the field)
+      PERMISSION_DENIED   an issuers filter naming an issuer outside the caller's scope
+                          (OUTSIDE_SCOPE), or one whose records of every requested kind
+                          are personal data the caller may not see (PERSONAL_DATA);
+                          the metadata names the issuer
+      OUT_OF_RANGE        start_index beyond the end of the log (START_BEYOND_LOG;
+                          metadata log_size)
+      RESOURCE_EXHAUSTED  too many open subscriptions, in all or for this principal
+                          (TOO_MANY_SUBSCRIPTIONS, with RetryInfo), or reads over rate
+      UNAVAILABLE         the gateway is shutting down (SHUTTING_DOWN): resume on
+                          another replica from the last index received + 1
+    """
 
 @_typing.type_check_only
 class ExchangeServiceAsyncStub(ExchangeServiceStub):
@@ -144,6 +170,32 @@ class ExchangeServiceAsyncStub(ExchangeServiceStub):
     """Returns the current version of any record (assessor, test report, PT result, spot
     check, or certificate) by its record key, with the issuer's signed envelope.
     Errors: INVALID_ARGUMENT (malformed key), NOT_FOUND.
+    """
+    Subscribe: _aio.UnaryStreamMultiCallable[_exchange_pb2.SubscribeRequest, _exchange_pb2.SubscribeEvent]  # type: ignore[assignment]
+    """Follows the log: the accepted record changes the caller may see, in log order,
+    first from the log (backfill from start_index), then live as they are committed
+    (on any replica sharing the database), without end. Signed like the audit reads
+    (docs/signing.md section 12; the signature covers the request bytes). A member
+    sees records it issued and records of issuers bound to it by an agreement in force
+    for the record's kind (assessors only under one covering assessors); a secretariat,
+    its alliance members'; the gateway principal, all. Without an issuers filter the
+    feed is narrowed to that scope silently. After the backfill one CaughtUp event is
+    sent; while nothing matches, a Heartbeat every 15 s. Resume after a disconnect with
+    start_index = the last change's log_index + 1 (or a CaughtUp/Heartbeat next_index):
+    nothing is lost or repeated. docs/signing.md "Following changes". Errors:
+      UNAUTHENTICATED     the request signature (as for every signed read)
+      INVALID_ARGUMENT    unknown kind or scheme, a malformed or over-long filter
+                          (INVALID_FIELDS; BadRequest names the field)
+      PERMISSION_DENIED   an issuers filter naming an issuer outside the caller's scope
+                          (OUTSIDE_SCOPE), or one whose records of every requested kind
+                          are personal data the caller may not see (PERSONAL_DATA);
+                          the metadata names the issuer
+      OUT_OF_RANGE        start_index beyond the end of the log (START_BEYOND_LOG;
+                          metadata log_size)
+      RESOURCE_EXHAUSTED  too many open subscriptions, in all or for this principal
+                          (TOO_MANY_SUBSCRIPTIONS, with RetryInfo), or reads over rate
+      UNAVAILABLE         the gateway is shutting down (SHUTTING_DOWN): resume on
+                          another replica from the last index received + 1
     """
 
 class ExchangeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -233,6 +285,38 @@ class ExchangeServiceServicer(metaclass=_abc_1.ABCMeta):
         """Returns the current version of any record (assessor, test report, PT result, spot
         check, or certificate) by its record key, with the issuer's signed envelope.
         Errors: INVALID_ARGUMENT (malformed key), NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def Subscribe(
+        self,
+        request: _exchange_pb2.SubscribeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_exchange_pb2.SubscribeEvent], _abc.AsyncIterator[_exchange_pb2.SubscribeEvent]]:
+        """Follows the log: the accepted record changes the caller may see, in log order,
+        first from the log (backfill from start_index), then live as they are committed
+        (on any replica sharing the database), without end. Signed like the audit reads
+        (docs/signing.md section 12; the signature covers the request bytes). A member
+        sees records it issued and records of issuers bound to it by an agreement in force
+        for the record's kind (assessors only under one covering assessors); a secretariat,
+        its alliance members'; the gateway principal, all. Without an issuers filter the
+        feed is narrowed to that scope silently. After the backfill one CaughtUp event is
+        sent; while nothing matches, a Heartbeat every 15 s. Resume after a disconnect with
+        start_index = the last change's log_index + 1 (or a CaughtUp/Heartbeat next_index):
+        nothing is lost or repeated. docs/signing.md "Following changes". Errors:
+          UNAUTHENTICATED     the request signature (as for every signed read)
+          INVALID_ARGUMENT    unknown kind or scheme, a malformed or over-long filter
+                              (INVALID_FIELDS; BadRequest names the field)
+          PERMISSION_DENIED   an issuers filter naming an issuer outside the caller's scope
+                              (OUTSIDE_SCOPE), or one whose records of every requested kind
+                              are personal data the caller may not see (PERSONAL_DATA);
+                              the metadata names the issuer
+          OUT_OF_RANGE        start_index beyond the end of the log (START_BEYOND_LOG;
+                              metadata log_size)
+          RESOURCE_EXHAUSTED  too many open subscriptions, in all or for this principal
+                              (TOO_MANY_SUBSCRIPTIONS, with RetryInfo), or reads over rate
+          UNAVAILABLE         the gateway is shutting down (SHUTTING_DOWN): resume on
+                              another replica from the last index received + 1
         """
 
 def add_ExchangeServiceServicer_to_server(servicer: ExchangeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

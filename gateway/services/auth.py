@@ -244,6 +244,32 @@ class ReadAuthenticator:
             metadata={"principal": principal.code, "issuer": issuer[:16]},
         )
 
+    def may_see(self, principal: Principal, *, issuer: str, kind: str, today: date) -> bool:
+        """May ``principal`` receive ``issuer``'s records of ``kind`` (a record-key prefix)?
+        Its own scope (its alliance's members for a secretariat), or, for a member, an
+        issuer bound to it by an agreement in force that covers the kind; assessor records
+        (personal data) are covered only by an agreement naming assessors."""
+        if principal.parties is None or issuer in principal.parties:
+            return True
+        if principal.participant.role is not Role.MEMBER:
+            return False
+        return any(
+            kind in a.kinds and a.in_force(today)
+            for a in self._federation.agreements_between(principal.code, issuer)
+        )
+
+    def reachable_issuers(self, principal: Principal) -> frozenset[str] | None:
+        """Every issuer whose records ``principal`` could ever see under any agreement (None:
+        all); narrows what a subscription reads before ``may_see`` decides row by row."""
+        if principal.parties is None:
+            return None
+        found = set(principal.parties)
+        if principal.participant.role is Role.MEMBER:
+            for agreement in self._federation.agreements.values():
+                if principal.code in agreement.parties:
+                    found |= agreement.parties
+        return frozenset(found)
+
     def _parties(self, participant: Participant) -> frozenset[str] | None:
         if participant.role is Role.GATEWAY:
             return None

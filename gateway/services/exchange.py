@@ -17,7 +17,7 @@ import grpc
 
 from gateway.convert import us_to_datetime
 from gateway.domain.certificates import CertState, Scheme, derive_state
-from gateway.domain.errors import FieldViolation, InvalidArgument, MrxError, NotFound
+from gateway.domain.errors import FieldViolation, InvalidArgument, MrxError, NotFound, Unavailable
 from gateway.domain.kinds import ASSESSOR_KIND, kind_of_key
 from gateway.ledger.front import Submitter
 from gateway.ledger.values import Accepted
@@ -25,6 +25,7 @@ from gateway.pb import envelope_pb2, exchange_pb2, exchange_pb2_grpc, records_pb
 from gateway.services.auth import ReadAuthenticator, client_participant
 from gateway.services.errors import to_status
 from gateway.services.paging import bad_token, decode_token, encode_token, has_control_chars
+from gateway.services.subscribe import Subscriptions
 from gateway.store.reads import CertificateFilter, ReadStore, StoredCertificate
 from gateway.store.record_reads import RecordReads
 
@@ -44,8 +45,10 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
         today: Callable[[], date],
         records: RecordReads,
         auth: ReadAuthenticator,
+        subscriptions: Subscriptions | None = None,
     ):
         self._auth = auth
+        self._subscriptions = subscriptions
         self._submitter = submitter
         self._store = store
         self._today = today
@@ -84,6 +87,14 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
         async for result in self._submitter.stream(envelopes(), peer=client_participant(context)):
             yield self._stream_response(sequence, result)
             sequence += 1
+
+    async def Subscribe(
+        self, request: exchange_pb2.SubscribeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[exchange_pb2.SubscribeEvent]:
+        if self._subscriptions is None:
+            raise Unavailable("this gateway serves no change feed", reason="SHUTTING_DOWN")
+        async for event in self._subscriptions.subscribe(request, context):
+            yield event
 
     def _stream_response(
         self, sequence: int, result: Accepted | MrxError

@@ -72,6 +72,9 @@ def test_reflection_describes_the_exchange_service(channel):
         "GetCertificate",
         "QueryCertificates",
         "GetRecord",
+        "Subscribe",
     }
     stream = next(m for m in service.method if m.name == "SubmitStream")
     assert stream.client_streaming and stream.server_streaming
+    feed = next(m for m in service.method if m.name == "Subscribe")
+    assert feed.server_streaming and not feed.client_streaming
