@@ -365,6 +365,37 @@ def _cmd_audit_watch(args: argparse.Namespace) -> int:
         return 0
 
 
+def _cmd_audit_self_check(args: argparse.Namespace) -> int:
+    from gateway.audit.selfaudit import run_self_audit
+    from gateway.store.engine import connect, display_url
+    from gateway.store.migrate import read_state
+
+    federation = load_federation(args.federation)
+    keys = {k.keyid: k.public_key for k in federation.keys_of(federation.gateway_code)}
+    url = resolve_database_url(args.database)
+    sqlite_path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
+    if sqlite_path is not None and not Path(sqlite_path).exists():
+        print(f"mrx: no database at {sqlite_path}", file=sys.stderr)
+        return 2
+    # No schema check and no schema creation: the tables read here are the first release's,
+    # and a restored database should be checked before anything (an upgrade) writes to it.
+    engines = connect(url)
+    try:
+        with engines.reader.connect() as conn:
+            if read_state(conn).empty:
+                print(f"mrx: {display_url(url)} holds no mrx tables", file=sys.stderr)
+                return 2
+        result = run_self_audit(engines, gateway_keys=keys, origin=f"{federation.name}/exchange-log")
+    finally:
+        engines.dispose()
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for problem in result.problems:
+        print(f"FAIL {problem}")
+    print(f"{display_url(url)}: {result.summary()}")
+    return 0 if result.ok else 1
+
+
 def _add_audit_client_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default="127.0.0.1:7443", help="gateway host:port (default %(default)s)")
     parser.add_argument("--principal", required=True, help="who reads, e.g. YRD-SEC")
@@ -435,6 +466,22 @@ def _add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--federation", type=Path, help="pin the gateway keys from this federation directory on the first run"
     )
     watch.set_defaults(func=_cmd_audit_watch)
+
+    check = audit_sub.add_parser(
+        "self-check",
+        help="recompute the audit tree from the database and check every checkpoint (exit 1 on a problem)",
+    )
+    check.add_argument(
+        "--database",
+        help="SQLAlchemy URL or SQLite path (default: $MRX_DATABASE_URL, else ~/.local/share/mrx/mrx.db)",
+    )
+    check.add_argument(
+        "--federation",
+        type=Path,
+        default=default_federation_dir(),
+        help="federation directory whose gateway keys signed the checkpoints (default: keys/)",
+    )
+    check.set_defaults(func=_cmd_audit_self_check)
 
 
 # --- mrx db ----------------------------------------------------------------------------
