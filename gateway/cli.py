@@ -51,6 +51,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     url = resolve_database_url(args.database)
     if args.fronts < 1:
         raise ConfigError("--fronts must be at least 1")
+    jobs = _job_settings(args)
     engines = open_engines(url)
     fronts: list[Any] = []
     with _address_line_first():
@@ -64,6 +65,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             checkpoint_interval=args.checkpoint_interval,
             writer_options=WriterOptions(delay=max(args.commit_delay, 0.0) / 1000),
             extra_fronts=args.fronts - 1,
+            jobs=jobs,
         )
         host = args.address.rsplit(":", 1)[0]
         fronts = _start_fronts(args, url, f"{host}:{gateway.port}", gateway)
@@ -110,6 +112,29 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"mrx serve: {gateway.failure}; stopped", file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+def _job_settings(args: argparse.Namespace) -> Any:
+    """The scheduled jobs' settings from the flags (docs/jobs.md), or None (--no-jobs)."""
+    from gateway.jobs.scheduler import SELF_AUDIT, JobSettings, ScheduleError, at_time
+
+    if args.no_jobs:
+        return None
+    for name in ("job_lease", "job_grace"):
+        if getattr(args, name) <= 0:
+            raise ScheduleError(f"--{name.replace('_', '-')} must be positive")
+    settings = JobSettings(
+        lease=timedelta(seconds=args.job_lease),
+        grace=timedelta(seconds=args.job_grace),
+        sweep=timedelta(seconds=min(30.0, max(args.job_lease / 2, 1.0))),
+    )
+    settings = settings.with_schedule(SELF_AUDIT, at_time(args.self_audit_at, what="--self-audit-at"))
+    for item in args.job_schedule:
+        job, sep, spec = item.partition("=")
+        if not sep:
+            raise ScheduleError(f"--job-schedule {item!r}: expected JOB=CRON, e.g. self-audit='0 3 * * *'")
+        settings = settings.with_schedule(job.strip(), spec.strip())
+    return settings
 
 
 def _start_fronts(args: argparse.Namespace, url: str, address: str, gateway: Any) -> list[Any]:
@@ -726,6 +751,33 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="milliseconds the writer waits for more submissions to share a commit (default %(default)s)",
     )
+    serve.add_argument(
+        "--self-audit-at",
+        default="03:00",
+        help="daily self-audit time, HH:MM Asia/Shanghai (default %(default)s; docs/jobs.md)",
+    )
+    serve.add_argument(
+        "--job-schedule",
+        action="append",
+        default=[],
+        metavar="JOB=CRON",
+        help="a job's cron schedule in Asia/Shanghai, 5 fields or 6 with seconds first (repeatable; "
+        "jobs: self-audit, reconciliation-check, prune-job-runs)",
+    )
+    serve.add_argument(
+        "--job-lease",
+        type=float,
+        default=60.0,
+        help="seconds a job's claim lasts unless renewed; a dead runner's claim is taken over after it "
+        "(default %(default)s)",
+    )
+    serve.add_argument(
+        "--job-grace",
+        type=float,
+        default=3600.0,
+        help="seconds after its time a missed run still runs, once (default %(default)s)",
+    )
+    serve.add_argument("--no-jobs", action="store_true", help="this replica runs no scheduled jobs")
     serve.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM); enables TLS")
     serve.add_argument("--tls-key", type=Path, help="server TLS private key (PEM)")
     serve.add_argument(
