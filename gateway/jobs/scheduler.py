@@ -48,7 +48,7 @@ from gateway.audit.selfaudit import SelfAuditResult, run_self_audit
 from gateway.crypto.suites import PublicKey
 from gateway.jobs.cron import CHINA, ScheduleError, at_time, latest_fire_time, parse_schedule
 from gateway.store.engine import Engines
-from gateway.store.job_runs import FAILED, OK, Claim, JobRun, JobRunStore
+from gateway.store.job_runs import ERROR, FAILED, OK, Claim, JobRun, JobRunStore
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class JobState:
     self_audit_tree_size: int | None = None
     unreconciled: tuple[str, ...] | None = None  # None: not checked yet (or no provider)
     unreconciled_checked_at: datetime | None = None
-    last_outcomes: dict[str, str] = field(default_factory=dict)  # job -> ok | failed
+    last_outcomes: dict[str, str] = field(default_factory=dict)  # job -> ok | failed | error
     _listeners: list[Callable[[JobState], None]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -291,13 +291,15 @@ class GatewayJobs:
                 time.sleep(pause)
             try:
                 ok, detail = self._bodies[job]()
+                outcome = OK if ok else FAILED
             except Exception as exc:
-                log.exception("job %s at %s failed", job, scheduled.isoformat())
-                ok, detail = False, f"{type(exc).__name__}: the job raised (see the gateway log)"
+                # Not "failed": the job did not get to an answer, so the self-audit's alarm
+                # (health mrx.audit) must not follow it.
+                log.exception("job %s at %s could not finish", job, scheduled.isoformat())
+                outcome, detail = ERROR, f"{type(exc).__name__}: the job raised (see the gateway log)"
         finally:
             stop_renewing.set()
             renewer.join(5)
-        outcome = OK if ok else FAILED
         if not self.store.finish(claim, outcome=outcome, detail=detail, now_us=_us(self._clock())):
             log.error(
                 "job %s at %s: finished %s but its claim was taken over meanwhile (this runner stalled "
@@ -308,7 +310,9 @@ class GatewayJobs:
             )
             return None
         self.state.update(last_outcomes={**self.state.last_outcomes, job: outcome})
-        (log.info if ok else log.error)("job %s at %s: %s: %s", job, scheduled.isoformat(), outcome, detail)
+        (log.info if outcome == OK else log.error)(
+            "job %s at %s: %s: %s", job, scheduled.isoformat(), outcome, detail
+        )
         return self.store.get(job, _us(scheduled))
 
     def _renew(self, claim: Claim, stop: threading.Event) -> None:

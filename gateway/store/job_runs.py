@@ -29,9 +29,10 @@ from gateway.store.schema import job_runs
 
 RUNNING = "running"
 OK = "ok"
-FAILED = "failed"
+FAILED = "failed"  # the job ran to the end and found something wrong (a damaged log)
+ERROR = "error"  # the job could not finish (an exception: the database went away, a bug)
 ABANDONED = "abandoned"
-OUTCOMES = (RUNNING, OK, FAILED, ABANDONED)
+OUTCOMES = (RUNNING, OK, FAILED, ERROR, ABANDONED)
 # Bounded so a long problem list never bloats the table; the logs have the rest.
 MAX_DETAIL = 4000
 
@@ -143,8 +144,8 @@ class JobRunStore:
 
     def finish(self, claim: Claim, *, outcome: str, detail: str, now_us: int) -> bool:
         """Record the outcome; False if the claim was taken over meanwhile (nothing written)."""
-        if outcome not in (OK, FAILED):
-            raise ValueError(f"a run finishes ok or failed, not {outcome!r}")
+        if outcome not in (OK, FAILED, ERROR):
+            raise ValueError(f"a run finishes ok, failed or error, not {outcome!r}")
         c = job_runs.c
         with self._engines.writer.begin() as conn:
             done = conn.execute(
@@ -196,7 +197,7 @@ class JobRunStore:
         return JobRun(*row) if row else None
 
     def latest_finished(self, job: str) -> JobRun | None:
-        """The newest run of ``job`` that finished ok or failed (by scheduled time)."""
+        """The newest run of ``job`` that ran to the end, ok or failed (by scheduled time)."""
         c = job_runs.c
         with self._engines.reader.connect() as conn:
             row = conn.execute(

@@ -173,7 +173,7 @@ job_runs = Table(
     Column("started_at_us", BigInteger, nullable=False),
     Column("lease_until_us", BigInteger, nullable=False),
     Column("finished_at_us", BigInteger, nullable=True),
-    # running | ok | failed | abandoned
+    # running | ok | failed (ran, found a problem) | error (could not finish) | abandoned
     Column("outcome", String(16), nullable=False),
     Column("detail", Text, nullable=False),
 )

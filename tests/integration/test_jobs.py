@@ -25,7 +25,7 @@ from gateway.jobs.scheduler import (
     unreconciled_participants,
 )
 from gateway.server import AUDIT_HEALTH_SERVICE
-from gateway.store.job_runs import ABANDONED, FAILED, OK, RUNNING, JobRunStore
+from gateway.store.job_runs import ABANDONED, ERROR, FAILED, OK, RUNNING, JobRunStore
 from gateway.store.schema import exchanges, job_runs
 
 T0 = datetime(2026, 11, 24, 3, 0, tzinfo=CHINA)  # a self-audit time
@@ -170,7 +170,7 @@ def test_a_dead_runners_claim_past_the_grace_period_is_abandoned(engines, make_j
     assert row.detail.endswith("not run again: past the grace period")
 
 
-def test_a_job_that_raises_is_recorded_as_failed(engines, make_jobs, monkeypatch):
+def test_a_job_that_raises_is_an_error_not_an_alarm(engines, make_jobs, monkeypatch):
     jobs = make_jobs(Clock(T0), "r")
 
     def broken():
@@ -178,8 +178,11 @@ def test_a_job_that_raises_is_recorded_as_failed(engines, make_jobs, monkeypatch
 
     monkeypatch.setitem(jobs._bodies, SELF_AUDIT, broken)
     run = jobs.run_due(SELF_AUDIT)
-    assert (run.outcome, run.detail) == (FAILED, "RuntimeError: the job raised (see the gateway log)")
-    assert jobs.state.last_outcomes == {SELF_AUDIT: FAILED}
+    assert (run.outcome, run.detail) == (ERROR, "RuntimeError: the job raised (see the gateway log)")
+    assert jobs.state.last_outcomes == {SELF_AUDIT: ERROR}
+    # The self-audit did not get to an answer: nothing to alarm on.
+    jobs.refresh()
+    assert jobs.state.self_audit_ok is None
 
 
 def test_a_failed_self_audit_is_seen_by_every_replica(engines, make_jobs, gateway, client_for, certs_of):
