@@ -45,13 +45,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from gateway.ledger.writer import WriterOptions
     from gateway.server import ConfigError, start_gateway
 
+    jobs = _job_settings(args)  # first: a bad flag is named before any file is read
     federation = load_federation(args.federation)
     key = PrivateKey.load(args.gateway_key, keyid=args.gateway_keyid)
     tls = _server_tls(args)
     url = resolve_database_url(args.database)
     if args.fronts < 1:
         raise ConfigError("--fronts must be at least 1")
-    jobs = _job_settings(args)
     engines = open_engines(url)
     fronts: list[Any] = []
     with _address_line_first():

@@ -298,3 +298,28 @@ def test_old_finished_runs_are_pruned(engines, make_jobs):
 
 def us_delta(delta: timedelta) -> int:
     return int(delta.total_seconds() * 1_000_000)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--self-audit-at", "25:00"), "mrx: --self-audit-at '25:00': expected HH:MM (24-hour"),
+        (("--job-schedule", "self-audit"), "mrx: --job-schedule 'self-audit': expected JOB=CRON"),
+        (("--job-schedule", "nightly=0 3 * * *"), "mrx: unknown job 'nightly'; the jobs are self-audit"),
+        (("--job-lease", "0"), "mrx: --job-lease must be positive"),
+    ],
+)
+def test_mrx_serve_refuses_bad_job_settings_naming_the_flag(flags, message, tmp_path, federation_dir):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", "--database", str(tmp_path / "mrx.db"),
+         "--federation", str(federation_dir), "--gateway-key", str(tmp_path / "none.pem"),
+         "--gateway-keyid", "MRX-GW/demo", *flags],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith(message), result.stderr
+    assert not (tmp_path / "mrx.db").exists()  # refused before the database is touched
