@@ -148,7 +148,9 @@ def run(name: str, url: str, args: argparse.Namespace, key: PrivateKey, key_path
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--checkpoint-every", type=int, default=10_000)
     parser.add_argument("--no-sqlite", action="store_true")
