@@ -185,3 +185,31 @@ def test_a_replica_killed_mid_job_is_taken_over_by_the_next_start(
     assert row.scheduled_at_us == claimed[0].scheduled_at_us
     assert "taken over from" in successor.output()
     assert [r.outcome for r in runs(engines)] == [OK]  # one run, nothing left "running"
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_runs_missed_while_every_replica_was_down_run_once_on_return(
+    federation_dir, federation_paths, database_url, open_store
+):
+    """Three scheduled times pass with no gateway up; the one that starts afterwards runs
+    the latest of them once, never all three; starting again runs nothing more."""
+    now = datetime.now(CHINA).replace(microsecond=0)
+    times = [now + timedelta(seconds=n) for n in (2, 3, 4)]
+    spec = f"{','.join(str(t.second) for t in times)} * * * * *"
+    args = ("--job-schedule", f"self-audit={spec}", "--job-grace", "30")
+    engines = open_store(database_url)
+    engines.dispose()  # the schema exists; nothing else runs
+    while datetime.now(CHINA) < times[-1] + timedelta(seconds=1):
+        time.sleep(0.1)
+    for start in range(2):
+        replica = Replica(federation_dir, database_url, federation_paths["MRX-GW"], *args)
+        try:
+            replica.ready()
+            wait_for(lambda: [r for r in runs(engines) if r.outcome == OK], 30, "the missed run")
+            time.sleep(2)  # room for a wrong second run (the sweep runs at once at start)
+        finally:
+            assert replica.stop() == 0, replica.output()
+        rows = runs(engines)
+        assert [(r.scheduled_at_us, r.outcome) for r in rows] == [
+            (int(times[-1].timestamp()) * 1_000_000, OK)
+        ], (start, rows)
