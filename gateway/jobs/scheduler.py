@@ -48,6 +48,7 @@ from gateway.audit.selfaudit import SelfAuditResult, run_self_audit
 from gateway.crypto.suites import PublicKey
 from gateway.jobs.cron import CHINA, ScheduleError, at_time, latest_fire_time, parse_schedule
 from gateway.store.engine import Engines
+from gateway.store.errors import is_unavailable
 from gateway.store.job_runs import ERROR, FAILED, OK, Claim, JobRun, JobRunStore
 
 log = logging.getLogger(__name__)
@@ -305,8 +306,12 @@ class GatewayJobs:
                 outcome = OK if ok else FAILED
             except Exception as exc:
                 # Not "failed": the job did not get to an answer, so the self-audit's alarm
-                # (health mrx.audit) must not follow it.
-                log.exception("job %s at %s could not finish", job, scheduled.isoformat())
+                # (health mrx.audit) must not follow it. A database outage is one line (the
+                # outage is reported where it is noticed); anything else is a bug: traceback.
+                if is_unavailable(exc):
+                    log.error("job %s at %s: the database became unavailable", job, scheduled.isoformat())
+                else:
+                    log.exception("job %s at %s could not finish", job, scheduled.isoformat())
                 outcome, detail = ERROR, f"{type(exc).__name__}: the job raised (see the gateway log)"
         finally:
             stop_renewing.set()
