@@ -12,7 +12,8 @@ storage level: ``--entries`` exchange rows with random 160-byte leaves, their Me
 throw-away Ed25519 gateway key every ``--checkpoint-every`` entries and at the end. Then
 this process runs ``run_self_audit`` with the key, and reports wall time, this process's
 CPU per entry, PostgreSQL's CPU (its backends, from /proc) and this process's peak RSS
-(``ru_maxrss``, which includes the interpreter and imports: the fill ran elsewhere).
+(``ru_maxrss`` before and after the audit: the interpreter, imports and engines are the
+"before"; the fill ran in another process).
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ def run(name: str, url: str, args: argparse.Namespace, key: PrivateKey, key_path
     )  # fmt: skip
     filled = time.monotonic() - began
     engines = open_engines(url)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     try:
         cpu0, pg0, t0 = time.process_time(), pg_cpu_seconds(), time.monotonic()
         result = run_self_audit(engines, gateway_keys={KEYID: key.public_key()}, origin=ORIGIN)
@@ -141,7 +143,8 @@ def run(name: str, url: str, args: argparse.Namespace, key: PrivateKey, key_path
     print(
         f"| {name} | {args.entries:,} | {result.checkpoints_checked} | {wall:.1f} s | "
         f"{args.entries / wall:,.0f} | {cpu / args.entries * 1e6:.1f} | "
-        f"{(pg / args.entries * 1e6) if name == 'PostgreSQL' else 0:.1f} | {rss:.0f} MiB | {load:.2f} | "
+        f"{(pg / args.entries * 1e6) if name == 'PostgreSQL' else 0:.1f} | "
+        f"{rss_before:.0f} → {rss:.0f} MiB | {load:.2f} | "
         f"(fill {filled:.0f} s) |",
         flush=True,
     )
@@ -168,7 +171,7 @@ def main() -> None:
         key.save(key_path)
         print(
             "| backend | entries | checkpoints | audit wall | entries/s | audit CPU µs/entry "
-            "| PostgreSQL CPU µs/entry | peak RSS | load (1 min) | |"
+            "| PostgreSQL CPU µs/entry | peak RSS before → after | load (1 min) | |"
         )
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         if not args.no_sqlite:
