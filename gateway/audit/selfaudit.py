@@ -20,7 +20,7 @@ per kind, so a damaged log of a million entries yields a readable list, not a mi
 lines.
 
 It reads only; it is what ``mrx audit self-check`` runs after a restore and what the
-gateway's nightly job runs (gateway/jobs/gateway.py).
+gateway's nightly job runs (gateway/jobs/scheduler.py).
 """
 
 from __future__ import annotations
