@@ -115,10 +115,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _job_settings(args: argparse.Namespace) -> Any:
-    """The scheduled jobs' settings from the flags (docs/jobs.md), or None (--no-jobs)."""
+    """The scheduled jobs' settings from the flags (docs/jobs.md), or None (--jobs off).
+
+    Every flag is one scalar value (a `[serve]` setting can mirror each)."""
     from gateway.jobs.scheduler import SELF_AUDIT, JobSettings, ScheduleError, at_time
 
-    if args.no_jobs:
+    if args.jobs == "off":
         return None
     for name in ("job_lease", "job_grace"):
         if getattr(args, name) <= 0:
@@ -129,10 +131,15 @@ def _job_settings(args: argparse.Namespace) -> Any:
         sweep=timedelta(seconds=min(30.0, max(args.job_lease / 2, 1.0))),
     )
     settings = settings.with_schedule(SELF_AUDIT, at_time(args.self_audit_at, what="--self-audit-at"))
-    for item in args.job_schedule:
+    for item in (part.strip() for part in args.job_schedules.split(";")):
+        if not item:
+            continue
         job, sep, spec = item.partition("=")
         if not sep:
-            raise ScheduleError(f"--job-schedule {item!r}: expected JOB=CRON, e.g. self-audit='0 3 * * *'")
+            raise ScheduleError(
+                f"--job-schedules {item!r}: expected JOB=CRON, several separated by ';', "
+                f"e.g. 'self-audit=0 3 * * *; prune-job-runs=30 4 * * *'"
+            )
         settings = settings.with_schedule(job.strip(), spec.strip())
     return settings
 
@@ -757,12 +764,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="daily self-audit time, HH:MM Asia/Shanghai (default %(default)s; docs/jobs.md)",
     )
     serve.add_argument(
-        "--job-schedule",
-        action="append",
-        default=[],
-        metavar="JOB=CRON",
-        help="a job's cron schedule in Asia/Shanghai, 5 fields or 6 with seconds first (repeatable; "
-        "jobs: self-audit, reconciliation-check, prune-job-runs)",
+        "--job-schedules",
+        default="",
+        metavar="JOB=CRON[;JOB=CRON...]",
+        help="jobs' cron schedules in Asia/Shanghai, 5 fields or 6 with seconds first, separated by ';' "
+        "(jobs: self-audit, reconciliation-check, prune-job-runs)",
     )
     serve.add_argument(
         "--job-lease",
@@ -777,7 +783,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=3600.0,
         help="seconds after its time a missed run still runs, once (default %(default)s)",
     )
-    serve.add_argument("--no-jobs", action="store_true", help="this replica runs no scheduled jobs")
+    serve.add_argument(
+        "--jobs",
+        choices=("on", "off"),
+        default="on",
+        help="run the scheduled jobs in this replica (default %(default)s; off: another replica must)",
+    )
     serve.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM); enables TLS")
     serve.add_argument("--tls-key", type=Path, help="server TLS private key (PEM)")
     serve.add_argument(

@@ -43,12 +43,15 @@ RAN = re.compile(r"job self-audit at (\S+): (ok|failed): ")
 class Replica:
     """A real `mrx serve` (with -v: the job lines are INFO); output drained by a thread."""
 
-    def __init__(self, federation_dir: Path, database: str, gw_key: Path, *extra: str, env=None):
+    def __init__(
+        self, federation_dir: Path, database: str, gw_key: Path, schedule: str, *extra: str, env=None
+    ):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "-v", "serve", "--address", "127.0.0.1:0",
              "--federation", str(federation_dir), "--database", database,
              "--gateway-key", str(gw_key), "--gateway-keyid", "MRX-GW/demo",
-             "--checkpoint-interval", "0.5", "--job-schedule", f"prune-job-runs={NEVER}", *extra],
+             "--checkpoint-interval", "0.5",
+             "--job-schedules", f"prune-job-runs={NEVER}; self-audit={schedule}", *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -109,7 +112,7 @@ def wait_for(predicate, timeout: float, what: str):
 def test_each_scheduled_time_runs_exactly_once_across_two_replicas(
     federation_dir, federation_paths, database_url, open_store
 ):
-    args = ("--job-schedule", "self-audit=*/2 * * * * *", "--job-lease", "3")
+    args = ("*/2 * * * * *", "--job-lease", "3")
     replicas = [Replica(federation_dir, database_url, federation_paths["MRX-GW"], *args) for _ in range(2)]
     try:
         addresses = [r.ready() for r in replicas]
@@ -156,7 +159,7 @@ def test_a_replica_killed_mid_job_is_taken_over_by_the_next_start(
     # Once a day, a few seconds from now: the killed run is still the latest one due when
     # the next replica starts, so it is taken over (not abandoned).
     at = datetime.now(CHINA).replace(microsecond=0) + timedelta(seconds=3)
-    args = ("--job-schedule", f"self-audit={at.second} {at.minute} {at.hour} * * *", "--job-lease", "2")
+    args = (f"{at.second} {at.minute} {at.hour} * * *", "--job-lease", "2")
     engines = open_store(database_url)
     doomed = Replica(
         federation_dir, database_url, federation_paths["MRX-GW"], *args, env={"MRX_JOBS_TEST_PAUSE": "60"}
@@ -196,7 +199,7 @@ def test_runs_missed_while_every_replica_was_down_run_once_on_return(
     now = datetime.now(CHINA).replace(microsecond=0)
     times = [now + timedelta(seconds=n) for n in (2, 3, 4)]
     spec = f"{','.join(str(t.second) for t in times)} * * * * *"
-    args = ("--job-schedule", f"self-audit={spec}", "--job-grace", "30")
+    args = (spec, "--job-grace", "30")
     engines = open_store(database_url)
     engines.dispose()  # the schema exists; nothing else runs
     while datetime.now(CHINA) < times[-1] + timedelta(seconds=1):

@@ -305,8 +305,12 @@ def us_delta(delta: timedelta) -> int:
     ("flags", "message"),
     [
         (("--self-audit-at", "25:00"), "mrx: --self-audit-at '25:00': expected HH:MM (24-hour"),
-        (("--job-schedule", "self-audit"), "mrx: --job-schedule 'self-audit': expected JOB=CRON"),
-        (("--job-schedule", "nightly=0 3 * * *"), "mrx: unknown job 'nightly'; the jobs are self-audit"),
+        (("--job-schedules", "self-audit"), "mrx: --job-schedules 'self-audit': expected JOB=CRON"),
+        (
+            ("--job-schedules", "self-audit=0 3 * * *;nightly=0 3 * * *"),
+            "mrx: unknown job 'nightly'; the jobs",
+        ),
+        (("--job-schedules", "self-audit=0 3 * *"), "mrx: schedule of self-audit '0 3 * *': expected 5 cron"),
         (("--job-lease", "0"), "mrx: --job-lease must be positive"),
     ],
 )
