@@ -57,6 +57,11 @@ SERVE_FLAGS = {
     "serve.tls.client_ca": "tls_client_ca",
     "serve.metrics.port": "metrics_port",
     "serve.metrics.host": "metrics_host",
+    "serve.jobs.enabled": "jobs",
+    "serve.jobs.self_audit_at": "self_audit_at",
+    "serve.jobs.schedules": "job_schedules",
+    "serve.jobs.lease": "job_lease",
+    "serve.jobs.grace": "job_grace",
     "serve.log.format": "log_format",
     "serve.log.level": "log_level",
 }
@@ -102,6 +107,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.ledger.writer import WriterOptions
     from gateway.server import start_gateway
 
+    jobs = _job_settings(args)  # first: a bad flag is named before any file is read
     fronts: list[Any] = []
     # Everything logged while starting (at --log-level info, the schema check's lines too)
     # follows the address line.
@@ -124,6 +130,7 @@ def _serve(args: argparse.Namespace) -> int:
             ),
             extra_fronts=args.fronts - 1,
             metrics_address=(args.metrics_host, args.metrics_port) if args.metrics_port is not None else None,
+            jobs=jobs,
         )
         host = args.address.rsplit(":", 1)[0]
         fronts = _start_fronts(args, url, f"{host}:{gateway.port}", gateway)
@@ -175,6 +182,36 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"mrx serve: {gateway.failure}; stopped", file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+def _job_settings(args: argparse.Namespace) -> Any:
+    """The scheduled jobs' settings from the flags (docs/jobs.md), or None (--jobs off).
+
+    Every flag is one scalar value (a `[serve]` setting can mirror each)."""
+    from gateway.jobs.scheduler import SELF_AUDIT, JobSettings, ScheduleError, at_time
+
+    if args.jobs == "off":
+        return None
+    for name in ("job_lease", "job_grace"):
+        if getattr(args, name) <= 0:
+            raise ScheduleError(f"--{name.replace('_', '-')} must be positive")
+    settings = JobSettings(
+        lease=timedelta(seconds=args.job_lease),
+        grace=timedelta(seconds=args.job_grace),
+        sweep=timedelta(seconds=min(30.0, max(args.job_lease / 2, 1.0))),
+    )
+    settings = settings.with_schedule(SELF_AUDIT, at_time(args.self_audit_at, what="--self-audit-at"))
+    for item in (part.strip() for part in args.job_schedules.split(";")):
+        if not item:
+            continue
+        job, sep, spec = item.partition("=")
+        if not sep:
+            raise ScheduleError(
+                f"--job-schedules {item!r}: expected JOB=CRON, several separated by ';', "
+                f"e.g. 'self-audit=0 3 * * *; prune-job-runs=30 4 * * *'"
+            )
+        settings = settings.with_schedule(job.strip(), spec.strip())
+    return settings
 
 
 def _start_fronts(args: argparse.Namespace, url: str, address: str, gateway: Any) -> list[Any]:
@@ -463,6 +500,37 @@ def _cmd_audit_verify_restore(args: argparse.Namespace) -> int:
     return 0 if check.ok else 1
 
 
+def _cmd_audit_self_check(args: argparse.Namespace) -> int:
+    from gateway.audit.selfaudit import run_self_audit
+    from gateway.store.engine import connect, display_url
+    from gateway.store.migrate import read_state
+
+    federation = load_federation(args.federation)
+    keys = {k.keyid: k.public_key for k in federation.keys_of(federation.gateway_code)}
+    url = resolve_database_url(args.database)
+    sqlite_path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
+    if sqlite_path is not None and not Path(sqlite_path).exists():
+        print(f"mrx: no database at {sqlite_path}", file=sys.stderr)
+        return 2
+    # No schema check and no schema creation: the tables read here are the first release's,
+    # and a restored database should be checked before anything (an upgrade) writes to it.
+    engines = connect(url)
+    try:
+        with engines.reader.connect() as conn:
+            if read_state(conn).empty:
+                print(f"mrx: {display_url(url)} holds no mrx tables", file=sys.stderr)
+                return 2
+        result = run_self_audit(engines, gateway_keys=keys, origin=f"{federation.name}/exchange-log")
+    finally:
+        engines.dispose()
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for problem in result.problems:
+        print(f"FAIL {problem}")
+    print(f"{display_url(url)}: {result.summary()}")
+    return 0 if result.ok else 1
+
+
 def _add_audit_client_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default="127.0.0.1:7443", help="gateway host:port (default %(default)s)")
     parser.add_argument("--principal", required=True, help="who reads, e.g. YRD-SEC")
@@ -551,6 +619,22 @@ def _add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="also trust this federation's unrevoked gateway keys (after a rotation)",
     )
     restore.set_defaults(func=_cmd_audit_verify_restore)
+
+    check = audit_sub.add_parser(
+        "self-check",
+        help="recompute the audit tree from the database and check every checkpoint (exit 1 on a problem)",
+    )
+    check.add_argument(
+        "--database",
+        help="SQLAlchemy URL or SQLite path (default: $MRX_DATABASE_URL, else ~/.local/share/mrx/mrx.db)",
+    )
+    check.add_argument(
+        "--federation",
+        type=Path,
+        default=default_federation_dir(),
+        help="federation directory whose gateway keys signed the checkpoints (default: keys/)",
+    )
+    check.set_defaults(func=_cmd_audit_self_check)
 
 
 # --- mrx db ----------------------------------------------------------------------------
@@ -825,6 +909,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--commit-delay",
         type=float,
         help="milliseconds the writer waits for more submissions to share a commit (default 1)",
+    )
+    serve.add_argument(
+        "--self-audit-at",
+        help="daily self-audit time, HH:MM Asia/Shanghai (default 03:00; docs/jobs.md)",
+    )
+    serve.add_argument(
+        "--job-schedules",
+        metavar="JOB=CRON[;JOB=CRON...]",
+        help="jobs' cron schedules in Asia/Shanghai, 5 fields or 6 with seconds first, separated by ';' "
+        "(jobs: self-audit, reconciliation-check, prune-job-runs)",
+    )
+    serve.add_argument(
+        "--job-lease",
+        type=float,
+        help="seconds a job's claim lasts unless renewed; a dead runner's claim is taken over after it "
+        "(default 60)",
+    )
+    serve.add_argument(
+        "--job-grace",
+        type=float,
+        help="seconds after its time a missed run still runs, once (default 3600)",
+    )
+    serve.add_argument(
+        "--jobs",
+        choices=("on", "off"),
+        help="run the scheduled jobs in this replica (default on; off: another replica must)",
     )
     serve.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM); enables TLS")
     serve.add_argument("--tls-key", type=Path, help="server TLS private key (PEM)")

@@ -127,6 +127,46 @@ SETTINGS: tuple[Setting, ...] = (
         "serve.metrics.host", "str", "127.0.0.1", "--metrics-host", help="address the metrics port binds to"
     ),
     Setting(
+        "serve.jobs.enabled",
+        "choice",
+        "on",
+        "--jobs",
+        choices=("on", "off"),
+        help="run the scheduled jobs in this replica (off: another replica must; docs/jobs.md)",
+    ),
+    Setting(
+        "serve.jobs.self_audit_at",
+        "str",
+        "03:00",
+        "--self-audit-at",
+        help="daily self-audit time, HH:MM Asia/Shanghai",
+    ),
+    Setting(
+        "serve.jobs.schedules",
+        "str",
+        "",
+        "--job-schedules",
+        help="schedules 'JOB=CRON; ...', Asia/Shanghai (self-audit, reconciliation-check, prune-job-runs)",
+    ),
+    Setting(
+        "serve.jobs.lease",
+        "float",
+        60.0,
+        "--job-lease",
+        minimum=0,
+        maximum=86400,
+        help="seconds a job's claim lasts unless renewed",
+    ),
+    Setting(
+        "serve.jobs.grace",
+        "float",
+        3600.0,
+        "--job-grace",
+        minimum=0,
+        maximum=7 * 86400,
+        help="seconds after its time a missed run still runs, once",
+    ),
+    Setting(
         "serve.log.format", "choice", "text", "--log-format", choices=LOG_FORMATS, help="log line format"
     ),
     Setting(

@@ -24,6 +24,7 @@ from gateway.crypto.suites import PrivateKey
 
 # Certificates expire on a calendar date in China; "today" is judged there.
 from gateway.domain.records import CHINA, DEFAULT_PT_BOUNDARIES, PtBoundaries
+from gateway.jobs.scheduler import GatewayJobs, JobSettings, JobState, ReconciliationProvider
 from gateway.ledger.checkpointer import Checkpointer
 from gateway.ledger.feed import ChangeFeed, FeedLimits
 from gateway.ledger.front import MAX_BATCH_BYTES, StreamLimits, Submitter
@@ -72,6 +73,11 @@ SERVICE_NAMES = (
 MAX_RECEIVE_BYTES = MAX_BATCH_BYTES + 64 * 1024
 
 
+# Health service name of the nightly self-audit: NOT_SERVING while the latest self-audit
+# failed. Separate from "" and the RPC services on purpose: a damaged audit log is an alarm
+# for people, not a reason for load balancers to stop routing (docs/jobs.md).
+AUDIT_HEALTH_SERVICE = "mrx.audit"
+
 # Seconds a gateway whose writer died keeps answering UNAVAILABLE (health NOT_SERVING)
 # before it closes its port and exits.
 WRITER_DEATH_DRAIN = 2.0
@@ -108,6 +114,8 @@ class Gateway:
     health: aio_health.HealthServicer
     executor: ThreadPoolExecutor
     _loop_thread: threading.Thread
+    # The scheduled jobs (None: this process runs none, e.g. a further front).
+    jobs: GatewayJobs | None = None
     # Why the gateway stopped accepting submissions on its own (its writer died), or None.
     failure: str | None = None
     _stopping: bool = False
@@ -226,6 +234,8 @@ class Gateway:
                 self._call(self.server.stop(grace), timeout=grace + 10)
             except Exception:
                 log.warning("server stop did not complete cleanly", exc_info=True)
+            if self.jobs is not None:
+                self.jobs.stop()
             self.writer.stop()
             self.checkpointer.stop()
             try:
@@ -303,6 +313,8 @@ def start_gateway(
     writer_conn: Connection | None = None,
     metrics_address: tuple[str, int] | None = None,
     feed_limits: FeedLimits | None = None,
+    jobs: JobSettings | None = None,
+    reconciliation: ReconciliationProvider | None = None,
 ) -> Gateway:
     """Start serving; ``tls`` is a ``ServerTls`` (with ``client_ca``: mutual TLS), or the
     older (certificate chain PEM, private key PEM) pair for server-only TLS, or None for
@@ -315,7 +327,9 @@ def start_gateway(
     share the port (SO_REUSEPORT) and this writer; ``writer_conn``: serve as such a front,
     attached to another process's writer (no checkpoint job of its own).
     ``metrics_address``: (host, port) to serve Prometheus /metrics on (port 0: any free
-    port, see ``Gateway.metrics_server.port``); None serves none.
+    port, see ``Gateway.metrics_server.port``); None serves none. ``jobs``: run the
+    scheduled jobs with these settings (gateway/jobs/scheduler.py; not in further fronts);
+    ``reconciliation``: where the reconciliation runs are, for the reconciliation check.
     """
     check_gateway_key(federation, gateway_key)
     server_tls = _server_tls(address, tls)
@@ -402,7 +416,7 @@ def start_gateway(
         )
         health_servicer = aio_health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        for name in ("", *SERVICE_NAMES):
+        for name in ("", *SERVICE_NAMES, AUDIT_HEALTH_SERVICE):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -465,12 +479,53 @@ def start_gateway(
         feed=feed,
     )
     holder.append(gateway)
+    if jobs is not None and writer_conn is None:  # one scheduler per gateway process group
+        gateway.jobs = _start_jobs(gateway, engines, federation, jobs, reconciliation, clock)
     gateway._monitor = asyncio.run_coroutine_threadsafe(
         gateway.monitor_store(ReadStore(engines), health_interval), loop
     )
     if writer.client is not None and writer.client.closed_reason is not None:
         gateway.writer_died(writer.client.closed_reason)
     return gateway
+
+
+def _start_jobs(
+    gateway: Gateway,
+    engines: Engines,
+    federation: Federation,
+    settings: JobSettings,
+    reconciliation: ReconciliationProvider | None,
+    clock: Callable[[], datetime],
+) -> GatewayJobs:
+    state = JobState()
+
+    def follow(state: JobState) -> None:
+        # Unknown (no self-audit yet) counts as SERVING: the alarm for "it did not run" is
+        # the age of the last run (mrx_self_audit_last_run_timestamp_seconds).
+        serving = state.self_audit_ok is not False
+        if state.self_audit_ok is not None:
+            metrics.SELF_AUDIT_OK.set(1 if state.self_audit_ok else 0)
+        if state.self_audit_finished_at is not None:
+            metrics.SELF_AUDIT_LAST_RUN.set(state.self_audit_finished_at.timestamp())
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        if not gateway.stopping:
+            gateway._call(gateway.health.set(AUDIT_HEALTH_SERVICE, status), timeout=5)
+
+    state.subscribe(follow)
+    jobs = GatewayJobs(
+        engines,
+        settings=settings,
+        gateway_keys={k.keyid: k.public_key for k in federation.keys_of(federation.gateway_code)},
+        origin=f"{federation.name}/exchange-log",
+        participants=[p.code for p in federation.participants.values() if p.role is Role.MEMBER],
+        reconciliation=reconciliation,
+        clock=clock,
+        state=state,
+    )
+    jobs.start()
+    return jobs
 
 
 @dataclass(frozen=True)

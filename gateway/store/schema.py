@@ -155,3 +155,26 @@ schema_info = Table(
     Column("version", Integer, nullable=False),
     Column("note", Text, nullable=False),
 )
+
+# Scheduled jobs (gateway/jobs): one row per (job, scheduled time), claimed by the first
+# replica whose INSERT lands; the primary key is what makes each run happen once across
+# replicas (APScheduler's own job stores must not be shared between schedulers). A claim
+# holds a lease its runner renews; a claim left "running" past its lease (the runner was
+# killed) is taken over or marked abandoned. Revision 0003.
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("job", String(64), primary_key=True),
+    Column("scheduled_at_us", BigInteger, primary_key=True, autoincrement=False),
+    Column("claimed_by", String(128), nullable=False),
+    # 1 for the first claimant, +1 for each takeover of an expired claim.
+    Column("attempt", SmallInteger, nullable=False),
+    Column("taken_over_from", String(128), nullable=True),
+    Column("started_at_us", BigInteger, nullable=False),
+    Column("lease_until_us", BigInteger, nullable=False),
+    Column("finished_at_us", BigInteger, nullable=True),
+    # running | ok | failed (ran, found a problem) | error (could not finish) | abandoned
+    Column("outcome", String(16), nullable=False),
+    Column("detail", Text, nullable=False),
+)
+Index("ix_job_runs_outcome_lease", job_runs.c.outcome, job_runs.c.lease_until_us)
