@@ -211,6 +211,7 @@ class Mapping_:
             return None
         column = self.column_of("state")
         if "expiry_date" not in KIND_FIELDS[self.kind]:
+            values["state"] = None
             return RowProblem(column, f"an expired {self.kind} cannot be published: it does not expire")
         values["state"] = CertState.VALID
         expiry = values.get("expiry_date")
