@@ -81,7 +81,7 @@ class Runner:
         client: GatewayClient,
         state: State,
         *,
-        signer: PrivateKey,
+        signer: PrivateKey | None,
         batch_size: int = 500,
         retry_seconds: float = 300.0,
         retry_wait: float = 1.0,
@@ -181,6 +181,8 @@ class Runner:
             self.state.save_cursor(end_cursor)
 
     def _sign(self, record: Record, *, mid: str | None = None) -> envelope_pb2.Envelope:
+        if self.signer is None:
+            raise AdapterError("no signing key: set [gateway] key and keyid in the adapter config")
         return make_submission(
             record,
             sender=self.adapter.participant,

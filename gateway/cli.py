@@ -708,6 +708,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_audit_parser(sub)
     _add_tls_parser(sub)
     _add_db_parser(sub)
+    from adapters.cli import add_adapter_parser
+
+    add_adapter_parser(sub)
     return parser
 
 

@@ -122,7 +122,13 @@ def test_tls_imports_only_grpc_cryptography_and_the_standard_library():
 
 def test_only_the_store_talks_sql():
     allowed = GATEWAY / "store"
-    files = [p for p in _files("gateway", "adapters") if allowed not in p.parents and "pb" not in p.parts]
+    # The SQL reader and sink talk to a province's *local* database, never the gateway's.
+    local_db = {ROOT / "adapters/readers.py", ROOT / "adapters/sinks.py"}
+    files = [
+        p
+        for p in _files("gateway", "adapters")
+        if allowed not in p.parents and "pb" not in p.parts and p not in local_db
+    ]
     bad = _violations(files, ("sqlalchemy", "psycopg", "sqlite3"))
     assert not bad, "SQL lives in gateway/store (one module per backend in store/sql):\n" + "\n".join(bad)
 
@@ -173,3 +179,9 @@ def test_the_rules_would_catch_a_violation(tmp_path):
         ]
     finally:
         fake.unlink()
+
+
+def test_adapters_are_client_side():
+    """adapters/ runs beside a province's local system, on the SDK: never the server's internals."""
+    bad = _violations(_files("adapters"), (*SERVER_PACKAGES, "gateway.registry.keygen", "gateway.cli"))
+    assert not bad, "adapters may use the SDK, domain, crypto, convert and pb only:\n" + "\n".join(bad)
