@@ -73,7 +73,9 @@ def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
             expected_path = os.environ.get("MRX_ADAPTER_EXPECTED")
             expected = json.loads(Path(expected_path).read_text("utf-8")) if expected_path else None
             config = Path(OWN_CONFIG or "")
-            yield systems.System("own", load_adapter(config).participant, config, expected or {}, config.parent)
+            yield systems.System(
+                "own", load_adapter(config).participant, config, expected or {}, config.parent
+            )
             return
         name, _, backend = request.param.partition("@")
         pg = request.getfixturevalue("pg_schema_url") if backend == "postgresql" else None
