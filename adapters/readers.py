@@ -270,7 +270,15 @@ class SqlReader:
         return self._table
 
     def rows(self, since: str | None) -> Iterator[SourceRow]:
-        table = self.table
+        try:
+            table = _retry(
+                lambda: self.table, _locked, self.attempts, self.backoff, f"table {self.table_name}"
+            )
+        except sa.exc.OperationalError:
+            raise SourceError(
+                f"table {self.table_name!r} is locked by another writer (still after {self.attempts} "
+                "attempts); the cursor stays where it was, the next pass reads it"
+            ) from None
         col = table.c[self.cursor_column]
         last: Any = None if since is None else (int(since) if self.cursor_type == "int" else since)
         while True:

@@ -70,14 +70,14 @@ class SqlSink:
         kind = getattr(record, "kind", "certificate_status")
         if kind != self.mapping.kind:
             raise SinkError(f"this sink takes {self.mapping.kind} records, not {kind}")
-        table = self.table
         row = self.mapping.to_row(record)
-        keys = [
-            table.c[self.mapping.column_of(n)] == row[self.mapping.column_of(n)] for n in KEY_FIELDS[kind]
-        ]
         version_col = self.mapping.column_of("version")
 
         def write() -> bool:
+            table = self.table
+            keys = [
+                table.c[self.mapping.column_of(n)] == row[self.mapping.column_of(n)] for n in KEY_FIELDS[kind]
+            ]
             with self.engine.begin() as conn:
                 stored = conn.execute(sa.select(table.c[version_col]).where(*keys)).first()
                 if stored is not None:
