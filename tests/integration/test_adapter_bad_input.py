@@ -184,7 +184,7 @@ def test_a_table_locked_by_another_writer_is_reported_then_read_when_released(
     stack.callback(other.close)
     other.execute("BEGIN EXCLUSIVE")  # the local system's own long write
     adapter = load_adapter(system.config)
-    with pytest.raises(SourceError, match="locked by another writer .*the cursor stays where it was"):
+    with pytest.raises(SourceError, match=r"locked by another writer .*the cursor stays where it was"):
         list(adapter.changes(None))
     other.execute("ROLLBACK")
     assert sum(m.record is not None for m in adapter.changes(None)) == system.expected["good"]
