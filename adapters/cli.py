@@ -100,6 +100,7 @@ def cmd_adapter_run(args: argparse.Namespace) -> int:
 
 def _runner(adapter: Adapter, *, dry_run: bool, progress: bool) -> Runner:
     """The runner for a loaded adapter: its key, its gateway client, its state directory."""
+    from adapters.runner import Runner
     from adapters.state import State
     from gateway.client import GatewayClient
     from gateway.crypto.suites import PrivateKey

@@ -1,0 +1,106 @@
+"""`mrx adapter check` and `mrx adapter run`, run as a provincial IT department runs them."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.crypto.suites import PrivateKey
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+MRX = [sys.executable, "-m", "gateway.cli"]
+_spec = importlib.util.spec_from_file_location("adapter_systems", ROOT / "tests/fixtures/adapters/systems.py")
+assert _spec is not None and _spec.loader is not None
+systems = sys.modules.setdefault("adapter_systems", importlib.util.module_from_spec(_spec))
+if not hasattr(systems, "start"):
+    _spec.loader.exec_module(systems)
+
+
+def mrx(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*MRX, *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture
+def jiangsu(tmp_path: Path) -> Iterator[Any]:
+    with contextlib.ExitStack() as stack:
+        yield systems.start("jiangsu_ccc", tmp_path, stack)
+
+
+def _point_at(system: Any, address: str, key: PrivateKey, federation_dir: Path, tmp_path: Path) -> None:
+    key_path = tmp_path / "private" / "CN-JS.key.pem"
+    key_path.parent.mkdir(mode=0o700)
+    key.save(key_path)
+    text = system.config.read_text("utf-8").replace(
+        '[gateway]\naddress = "127.0.0.1:1"',
+        f'[gateway]\naddress = "{address}"\nkey = "{key_path}"\nkeyid = "{key.keyid}"\n'
+        f'federation = "{federation_dir}"',
+    )
+    system.config.write_text(text, "utf-8")
+
+
+def test_check_lists_every_unmappable_row_without_a_gateway(jiangsu: Any) -> None:
+    result = mrx("adapter", "check", str(jiangsu.config))
+    assert result.returncode == 1, result.stderr
+    assert (
+        "cannot map line 296: 统一社会信用代码: check character (position 18) does not match" in result.stdout
+    )
+    assert "cannot map line 297: 证书状态: unknown word '待定'" in result.stdout
+    assert "warning line 295: 统一社会信用代码: credit code 91350100M000" in result.stdout
+    assert result.stdout.strip().endswith("303 rows, 295 mapped, 8 cannot be mapped")
+
+
+def test_run_once_publishes_reports_and_then_has_nothing_left(
+    jiangsu: Any, gateway: Any, signers: dict[str, PrivateKey], federation_dir: Path, tmp_path: Path
+) -> None:
+    _point_at(jiangsu, gateway.address, signers["CN-JS"], federation_dir, tmp_path)
+    dry = mrx("adapter", "run", str(jiangsu.config), "--dry-run")
+    assert dry.returncode == 1, dry.stderr
+    assert dry.stdout.count("would send certificate_status/CCC/") == 295
+    assert "dry run (nothing sent): read 303, mapped 295, unmappable 8, sent 0" in dry.stdout
+    first = mrx("adapter", "run", str(jiangsu.config), "--once")
+    assert first.returncode == 1, first.stderr
+    assert "read 303, mapped 295, unmappable 8, sent 295, accepted 294, refused 1" in first.stdout
+    assert "refused ILLEGAL_TRANSITION: 1" in first.stdout
+    assert f"details: {jiangsu.dir / 'state' / 'rejects.jsonl'}" in first.stdout
+    again = mrx("adapter", "run", str(jiangsu.config), "--once")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "read 0, mapped 0, unmappable 0, sent 0, accepted 0, refused 0" in again.stdout
+
+
+def test_run_against_an_unreachable_gateway_exits_3_and_keeps_the_batch(
+    jiangsu: Any, signers: dict[str, PrivateKey], federation_dir: Path, tmp_path: Path
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _point_at(jiangsu, f"127.0.0.1:{port}", signers["CN-JS"], federation_dir, tmp_path)
+    jiangsu.config.write_text(
+        jiangsu.config.read_text("utf-8").replace("retry_seconds = 5", "retry_seconds = 1")
+    )
+    result = mrx("adapter", "run", str(jiangsu.config), "--once")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "stayed unreachable" in result.stderr and "resent unchanged on the next run" in result.stderr
+    assert (jiangsu.dir / "state" / "outbox.json").exists()
+
+
+def test_a_wrong_encoding_stops_before_anything_is_sent(
+    jiangsu: Any, signers: dict[str, PrivateKey], federation_dir: Path, tmp_path: Path
+) -> None:
+    _point_at(jiangsu, "127.0.0.1:1", signers["CN-JS"], federation_dir, tmp_path)
+    data = jiangsu.dir / "jiangsu_ccc.csv"
+    data.write_bytes(data.read_bytes().decode("gbk").encode("utf-8"))
+    result = mrx("adapter", "run", str(jiangsu.config), "--once")
+    assert result.returncode == 2
+    assert "is declared gbk but is UTF-8" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (jiangsu.dir / "state" / "cursor.json").exists()
