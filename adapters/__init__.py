@@ -12,6 +12,7 @@ docs/adapters.md is the guide for a province adding its own system.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,13 @@ class Adapter:
 
         pairs: Iterator[tuple[Any, SourceRow]] = later(self._checked(self.reader.rows(cursor)))
         if not self.reader.ordered:
-            pairs = iter(sorted(pairs, key=lambda pair: pair[0]))
+            # Exports are nearly always in cursor order already: a first pass over the keys
+            # alone checks that, so a large file streams instead of being held to be sorted.
+            keys = [key for key, _ in pairs]
+            bad.clear()
+            pairs = later(self._checked(self.reader.rows(cursor)))
+            if any(a > b for a, b in itertools.pairwise(keys)):
+                pairs = iter(sorted(pairs, key=lambda pair: pair[0]))
         rows = (SourceRow(row.where, {**row.values, m.cursor_column: str(key)}) for key, row in pairs)
         for mapped in self._mapped(rows):
             yield from bad

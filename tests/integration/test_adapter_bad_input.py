@@ -84,6 +84,17 @@ def test_a_missing_xml_element_is_named_at_the_start(tmp_path: Path, stack: cont
         list(load_adapter(system.config).snapshot())
 
 
+def test_an_export_out_of_cursor_order_is_sorted(tmp_path: Path, stack: contextlib.ExitStack) -> None:
+    system = systems.start("jiangsu_ccc", tmp_path, stack)
+    data = system.dir / "jiangsu_ccc.csv"
+    header, *lines = data.read_bytes().decode("gbk").splitlines(keepends=True)
+    data.write_bytes("".join([header, *reversed(lines)]).encode("gbk"))
+    changes = list(load_adapter(system.config).changes("100"))
+    cursors = [int(m.cursor) for m in changes if m.cursor is not None]
+    assert cursors == sorted(cursors) and cursors[0] == 101
+    assert sum(m.record is not None for m in changes) == system.expected["good"] - 100
+
+
 # --- row problems: the row, the column, why ------------------------------------------------------
 
 
