@@ -24,6 +24,7 @@ from gateway.crypto.suites import PublicKey
 from gateway.domain.errors import MrxError
 from gateway.domain.records import Record
 from gateway.pb import envelope_pb2, records_pb2
+from gateway.registry.federation import Federation
 
 log = logging.getLogger("mrx.adapter.inbound")
 CURSOR_NAME = "inbound_cursor"
@@ -124,3 +125,15 @@ def apply_changes(
                 summary.unchanged += 1
         state.save_cursor(str(change.log_index + 1), CURSOR_NAME)
     return summary
+
+
+def federation_keys(federation: Federation) -> dict[str, dict[str, PublicKey]]:
+    """participant -> key id -> public key, from the province's own copy of the federation.
+
+    Revoked and expired keys are kept: a change signed before a key's revocation is still
+    the issuer's (the gateway judged the key at the change's signing time).
+    """
+    keys: dict[str, dict[str, PublicKey]] = {}
+    for record in federation.keys.values():
+        keys.setdefault(record.owner, {})[record.keyid] = record.public_key
+    return keys

@@ -242,16 +242,32 @@ def test_an_unreachable_gateway_keeps_the_batch_in_the_outbox(
 
 
 def test_dry_run_sends_nothing_and_keeps_the_cursor(
-    gateway: Any, runner_for: Callable[..., Any], tmp_path: Path
+    gateway: Any, runner_for: Callable[..., Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with contextlib.ExitStack() as stack:
         system = systems.start("jiangsu_ccc", tmp_path, stack)
         out = io.StringIO()
-        runner, state = runner_for(system, gateway.address, out=out)
+        runner, state = runner_for(system, gateway.address, out=out, progress=True)
         summary = runner.run_once(dry_run=True)
+        assert "reading: " in capsys.readouterr().err  # the progress bar
         assert summary.sent == 0 and summary.mapped == system.expected["good"]
         text = out.getvalue()
         assert text.count("would send certificate_status/CCC/") == system.expected["good"]
         assert "cannot map line 296: 统一社会信用代码: check character" in text
         assert state.cursor() is None and state.pending() is None
         assert runner.run_once().accepted == system.expected["good"] - 1  # one ILLEGAL_TRANSITION
+
+
+def test_a_lost_cursor_resends_nothing_under_a_new_id(
+    gateway: Any, runner_for: Callable[..., Any], tmp_path: Path
+) -> None:
+    with contextlib.ExitStack() as stack:
+        system = systems.start("guangdong_reports", tmp_path, stack)
+        runner, _ = runner_for(system, gateway.address)
+        first = runner.run_once()
+        (system.dir / "state" / "cursor.json").unlink()  # the state directory was lost
+        again = runner.run_once()
+        # Every change re-read has its original message id: the gateway refuses each as a
+        # reused id (new signing time, so other bytes) and records nothing twice.
+        assert again.accepted == 0 and again.sent == first.sent
+        assert again.refused["MESSAGE_ID_REUSED"] == first.accepted
