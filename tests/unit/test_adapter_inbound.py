@@ -7,11 +7,12 @@ import dataclasses
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from adapters.inbound import CURSOR_NAME, InboundRefused, apply_changes, start_index
+from adapters.inbound import CURSOR_NAME, InboundRefused, apply_changes, federation_keys, start_index
 from adapters.mapping import load_mapping
 from adapters.sinks import SinkError, SqlSink
 from adapters.state import State
@@ -152,3 +153,15 @@ def test_kinds_the_sink_does_not_take_are_skipped_and_passed(
     summary = apply_changes([_change(1, _cert(1), key)], sink, state, keys_of={}, kinds=["test_report"])
     assert summary.skipped_kinds == {"certificate_status": 1} and _rows(sink) == []
     assert start_index(state) == 2
+
+
+def test_federation_keys_verify_a_change_signed_with_a_federation_key(
+    base_federation: Any, signers: dict[str, PrivateKey], sink: SqlSink, tmp_path: Path
+) -> None:
+    keys = federation_keys(base_federation)
+    assert set(keys["CN-JS"]) == {k.keyid for k in base_federation.keys_of("CN-JS")}
+    change = _change(1, _cert(1), signers["CN-JS"])
+    assert apply_changes([change], sink, State(tmp_path / "s"), keys_of=keys).applied == 1
+    forged = _change(2, _cert(2), signers["CN-ZJ"])  # CN-ZJ's key on a CN-JS record
+    with pytest.raises(InboundRefused, match="issuer CN-JS's signature"):
+        apply_changes([forged], sink, State(tmp_path / "s"), keys_of=keys)
