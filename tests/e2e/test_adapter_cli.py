@@ -104,3 +104,102 @@ def test_a_wrong_encoding_stops_before_anything_is_sent(
     assert "is declared gbk but is UTF-8" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (jiangsu.dir / "state" / "cursor.json").exists()
+
+
+# --- a real `mrx serve` killed mid-run and restarted ----------------------------------------------
+
+
+def _serve(federation: Path, paths: dict[str, Path], database: Path, port: int) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [
+            *MRX,
+            "serve",
+            "--address",
+            f"127.0.0.1:{port}",
+            "--federation",
+            str(federation),
+            "--database",
+            str(database),
+            "--gateway-key",
+            str(paths["MRX-GW"]),
+            "--gateway-keyid",
+            "MRX-GW/demo",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: the kill takes the writer too
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert "serving on" in line, line + proc.stdout.read()
+    return proc
+
+
+def test_a_gateway_killed_mid_run_and_restarted_loses_nothing_and_takes_nothing_twice(tmp_path: Path) -> None:
+    import csv
+    import os
+    import signal
+    import time
+    from datetime import UTC, datetime
+
+    from gateway.client import GatewayClient
+    from gateway.registry.keygen import write_demo_federation
+
+    spec = importlib.util.spec_from_file_location(
+        "make_fixtures", ROOT / "tests/fixtures/adapters/make_fixtures.py"
+    )
+    assert spec is not None and spec.loader is not None
+    fixtures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixtures)
+    paths = write_demo_federation(template_dir=ROOT / "keys", dest=tmp_path / "fed", now=datetime.now(UTC))
+    rows = 3000
+    data = tmp_path / "jiangsu.csv"
+    with data.open("w", encoding="gbk", newline="") as f:
+        writer = csv.writer(f, lineterminator="\r\n")
+        writer.writerow(fixtures.JIANGSU_HEADER)
+        writer.writerows(fixtures.jiangsu_rows(rows))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "adapter.toml"
+    config.write_text(
+        f'participant = "CN-JS"\nmapping = "{ROOT / "adapters/mappings/jiangsu_ccc_csv.toml"}"\n'
+        f'state_dir = "state"\nbatch_size = 50\n\n[gateway]\naddress = "127.0.0.1:{port}"\n'
+        f'key = "{paths["CN-JS"]}"\nkeyid = "CN-JS/demo"\nfederation = "{tmp_path / "fed"}"\n'
+        f'retry_seconds = 90\n\n[reader]\ntype = "csv"\npath = "{data}"\nencoding = "gbk"\n',
+        "utf-8",
+    )
+    database = tmp_path / "mrx.db"
+    gw = _serve(tmp_path / "fed", paths, database, port)
+    runner = subprocess.Popen(
+        [*MRX, "adapter", "run", str(config), "--once"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        receipts = tmp_path / "state" / "receipts.jsonl"
+        deadline = time.monotonic() + 60
+        while not (receipts.exists() and receipts.stat().st_size) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.killpg(gw.pid, signal.SIGKILL)  # no drain, no goodbye: a power cut
+        gw.wait(timeout=30)
+        time.sleep(1.5)
+        gw = _serve(tmp_path / "fed", paths, database, port)
+        out, err = runner.communicate(timeout=300)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    assert runner.returncode == 0, out + err
+    assert "gateway unreachable" in err, "the gateway was not killed while the run was under way"
+    assert f"read {rows}, mapped {rows}, unmappable 0, sent {rows}, accepted {rows}, refused 0" in out
+    lines = (tmp_path / "state" / "receipts.jsonl").read_text("utf-8").splitlines()
+    ids = [line.split('"message_id": "')[1].split('"')[0] for line in lines]
+    assert len(ids) == len(set(ids)) == rows  # each change once, under its own id
+    signer = PrivateKey.load(paths["CN-SH"], "CN-SH/demo")
+    with GatewayClient(f"127.0.0.1:{port}", sender="CN-SH", signer=signer) as reader:
+        stored = list(reader.query_certificates(issuer="CN-JS", page_size=500))
+    assert len(stored) == rows
+    os.killpg(gw.pid, signal.SIGTERM)
+    gw.communicate(timeout=60)
