@@ -203,3 +203,47 @@ def test_a_gateway_killed_mid_run_and_restarted_loses_nothing_and_takes_nothing_
     assert len(stored) == rows
     os.killpg(gw.pid, signal.SIGTERM)
     gw.communicate(timeout=60)
+
+
+def test_run_polls_picks_up_new_rows_and_stops_cleanly_on_ctrl_c(
+    jiangsu: Any, gateway: Any, signers: dict[str, PrivateKey], federation_dir: Path, tmp_path: Path
+) -> None:
+    import signal
+    import time
+
+    _point_at(jiangsu, gateway.address, signers["CN-JS"], federation_dir, tmp_path)
+    receipts = jiangsu.dir / "state" / "receipts.jsonl"
+
+    def accepted() -> int:
+        return len(receipts.read_text("utf-8").splitlines()) if receipts.exists() else 0
+
+    def wait_for(count: int) -> None:
+        deadline = time.monotonic() + 60
+        while accepted() < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    proc = subprocess.Popen(
+        [*MRX, "adapter", "run", str(jiangsu.config), "--interval", "0.3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(294)
+        data = jiangsu.dir / "jiangsu_ccc.csv"
+        row = "999,2026011001150999,强制性产品认证,CNCA-R-2002-001,南京新增电器有限公司,"
+        code = data.read_bytes().decode("gbk").splitlines()[1].split(",")[5]
+        with data.open("ab") as f:
+            f.write(
+                f"{row}{code},家用电冰箱,有效,,2026-11-21 09:00:00,2026年11月01日,2031年10月31日\r\n".encode(
+                    "gbk"
+                )
+            )
+        wait_for(295)
+        assert accepted() == 295
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "read 1, mapped 1, unmappable 0, sent 1, accepted 1, refused 0" in out
+    assert "Traceback" not in err
