@@ -83,8 +83,8 @@ def cmd_adapter_run(args: argparse.Namespace) -> int:
             print(prefix + lines[0])
             for line in lines[1:]:
                 print(line)
-            if summary.unmappable or summary.refused:
-                print(f"details: {config.state_dir / 'rejects.jsonl'}" if not args.dry_run else "")
+            if (summary.unmappable or summary.refused) and not args.dry_run:
+                print(f"details: {config.state_dir / 'rejects.jsonl'}")
             return EXIT_OK if summary.clean else EXIT_ROWS
         runner.run_loop(interval=args.interval or config.poll_interval)
         return EXIT_OK

@@ -272,13 +272,10 @@ class SqlReader:
     def rows(self, since: str | None) -> Iterator[SourceRow]:
         try:
             table = _retry(
-                lambda: self.table, _locked, self.attempts, self.backoff, f"table {self.table_name}"
+                lambda: self.table, _transient, self.attempts, self.backoff, f"table {self.table_name}"
             )
-        except sa.exc.OperationalError:
-            raise SourceError(
-                f"table {self.table_name!r} is locked by another writer (still after {self.attempts} "
-                "attempts); the cursor stays where it was, the next pass reads it"
-            ) from None
+        except sa.exc.DBAPIError as err:
+            raise self._failure(err) from None
         col = table.c[self.cursor_column]
         last: Any = None if since is None else (int(since) if self.cursor_type == "int" else since)
         while True:
@@ -291,18 +288,34 @@ class SqlReader:
                     return list(conn.execute(query))
 
             try:
-                page = _retry(fetch, _locked, self.attempts, self.backoff, f"table {self.table_name}")
-            except sa.exc.OperationalError:
-                raise SourceError(
-                    f"table {self.table_name!r} is locked by another writer (still after {self.attempts} "
-                    "attempts); the cursor stays where it was, the next pass reads it"
-                ) from None
+                page = _retry(fetch, _transient, self.attempts, self.backoff, f"table {self.table_name}")
+            except sa.exc.DBAPIError as err:
+                raise self._failure(err) from None
             for row in page:
                 values = {k: None if v is None else str(v) for k, v in row._mapping.items()}
                 yield SourceRow(f"row {self.cursor_column}={values[self.cursor_column]}", values)
             if len(page) < self.page_size:
                 return
             last = page[-1]._mapping[self.cursor_column]
+
+    def _failure(self, err: sa.exc.DBAPIError) -> SourceError:
+        if _locked(err):
+            what = f"is locked by another writer (still after {self.attempts} attempts)"
+        else:
+            # The driver's first line only: never the URL (it may hold a password) or the SQL.
+            what = f"could not be read: {type(err.orig).__name__}: {db_message(err)}"
+        return SourceError(
+            f"table {self.table_name!r} {what}; the cursor stays where it was, the next pass reads it"
+        )
+
+
+def db_message(err: sa.exc.DBAPIError) -> str:
+    return (str(err.orig).strip().splitlines() or [""])[0][:200]
+
+
+def _transient(err: BaseException) -> bool:
+    """A lock, or a database that is restarting or unreachable: worth a few more tries."""
+    return isinstance(err, sa.exc.OperationalError)
 
 
 def make_engine(url: str, lock_timeout: float) -> sa.Engine:

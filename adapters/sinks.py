@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from adapters.base import AdapterError
 from adapters.mapping import Mapping_
-from adapters.readers import _locked, _retry, make_engine
+from adapters.readers import _locked, _retry, _transient, db_message, make_engine
 from gateway.domain.records import Record
 
 # The canonical fields that identify a record of each kind (its key without the kind).
@@ -89,9 +89,9 @@ class SqlSink:
                 return True
 
         try:
-            return _retry(write, _locked, self.attempts, self.backoff, f"sink table {self.table_name}")
-        except sa.exc.OperationalError as err:
-            reason = "locked by another writer" if _locked(err) else "unavailable"
+            return _retry(write, _transient, self.attempts, self.backoff, f"sink table {self.table_name}")
+        except sa.exc.DBAPIError as err:
+            reason = "locked by another writer" if _locked(err) else f"unavailable ({db_message(err)})"
             raise SinkError(
                 f"sink table {self.table_name!r} is {reason} (after {self.attempts} attempts); "
                 f"{record.key} v{record.version} not applied, the inbound cursor stays before it"

@@ -217,3 +217,25 @@ def test_a_sink_table_locked_by_another_writer_applies_nothing_and_says_so(
         adapter.sink.apply(record)
     other.execute("ROLLBACK")
     assert adapter.sink.apply(record) is True
+
+
+def test_an_unreachable_local_database_is_reported_without_its_password() -> None:
+    import socket
+
+    from adapters.readers import SqlReader
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    reader = SqlReader(
+        f"postgresql+psycopg://adapter:s3cret-pw@127.0.0.1:{port}/local",
+        table="sh_cert_status",
+        cursor_column="change_seq",
+        attempts=2,
+        backoff=0.01,
+    )
+    with pytest.raises(SourceError) as info:
+        list(reader.rows(None))
+    message = str(info.value)
+    assert "table 'sh_cert_status' could not be read: OperationalError" in message
+    assert "s3cret" not in message and "the cursor stays where it was" in message

@@ -139,6 +139,17 @@ def test_a_wrong_mapping_file_names_the_key(change: Any, message: str) -> None:
         mapping_from_dict(data)
 
 
+def test_the_shipped_hong_kong_mapping_file_is_the_one_tested_here() -> None:
+    shipped = load_mapping(ROOT / "adapters/mappings/hong_kong_certificates_csv.toml")
+    tested = mapping_from_dict(HONG_KONG)
+    assert (shipped.fields, shipped.constants, shipped.values) == (
+        tested.fields,
+        tested.constants,
+        tested.values,
+    )
+    assert (shipped.date_formats, shipped.timezone) == (tested.date_formats, tested.timezone)
+
+
 def test_the_shipped_mapping_files_load() -> None:
     for path in sorted((ROOT / "adapters/mappings").glob("*.toml")):
         assert load_mapping(path).columns, path
