@@ -271,3 +271,28 @@ def test_a_lost_cursor_resends_nothing_under_a_new_id(
         # reused id (new signing time, so other bytes) and records nothing twice.
         assert again.accepted == 0 and again.sent == first.sent
         assert again.refused["MESSAGE_ID_REUSED"] == first.accepted
+
+
+def test_envelopes_found_too_old_are_signed_again_under_the_same_ids(
+    gateway: Any, runner_for: Callable[..., Any], tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    calls = [0]
+
+    def clock() -> datetime:
+        # The first batch is signed by a clock two hours slow (as after a long outage,
+        # when the outbox's envelopes have aged); everything after by the right one.
+        calls[0] += 1
+        return datetime.now(UTC) - (timedelta(hours=2) if calls[0] <= 100 else timedelta(0))
+
+    with contextlib.ExitStack() as stack:
+        system = systems.start("guangdong_reports", tmp_path, stack)
+        runner, state = runner_for(system, gateway.address, clock=clock)
+        summary = runner.run_once()
+        assert "STALE_MESSAGE" not in summary.refused
+        assert calls[0] == system.expected["good"] + 100  # the first batch was signed twice
+        assert summary.accepted == system.expected["good"] - 1
+        adapter = load_adapter(system.config)
+        derived = {message_id(m.record) for m in adapter.snapshot() if m.record is not None}
+        assert {r["message_id"] for r in state.lines("receipts.jsonl")} <= derived
