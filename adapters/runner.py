@@ -7,17 +7,21 @@ Order of a batch (why nothing is lost or sent twice under a new id):
 4. submit (SubmitBatch), retrying with backoff while the gateway is unreachable;
 5. verify every receipt against the gateway's key; record refusals (not retried);
 6. only then persist the cursor and clear the outbox.
+The next batch is read, mapped and signed while one is at the gateway (one worker thread
+sends), but it reaches the outbox and the wire only after step 6 of the batch before.
 A crash between 3 and 6 resends the outbox's very bytes on the next start, and the gateway
 answers already-committed envelopes with their original receipts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -102,6 +106,8 @@ class Runner:
         self.clock = clock
         # Test seam: runs after the gateway answered and before the cursor moves (a crash there).
         self.after_send = after_send
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mrx-adapter-send")
+        self._inflight: tuple[Future[tuple[Pending, list[Outcome]]], Pending] | None = None
 
     # --- one pass --------------------------------------------------------------------------
 
@@ -118,24 +124,33 @@ class Runner:
         batch: list[Mapped] = []
         rejects: list[dict[str, Any]] = []
         end_cursor = cursor
-        for mapped in self._rows(cursor):
-            summary.read += 1
-            if mapped.cursor is not None:
-                end_cursor = mapped.cursor
-            if mapped.record is None:
-                summary.unmappable += 1
-                rejects += self._reject(mapped)
-                if dry_run:
-                    for problem in mapped.problems:
-                        print(f"cannot map {mapped.where}: {problem.field}: {problem.why}", file=self.out)
-                continue
-            summary.mapped += 1
-            summary.warnings += bool(mapped.warnings)
-            batch.append(mapped)
-            if len(batch) >= self.batch_size:
-                self._flush(batch, rejects, end_cursor, summary, dry_run)
-                batch, rejects = [], []
-        self._flush(batch, rejects, end_cursor, summary, dry_run)
+        try:
+            for mapped in self._rows(cursor):
+                summary.read += 1
+                if mapped.cursor is not None:
+                    end_cursor = mapped.cursor
+                if mapped.record is None:
+                    summary.unmappable += 1
+                    rejects += self._reject(mapped)
+                    if dry_run:
+                        for problem in mapped.problems:
+                            print(f"cannot map {mapped.where}: {problem.field}: {problem.why}", file=self.out)
+                    continue
+                summary.mapped += 1
+                summary.warnings += bool(mapped.warnings)
+                batch.append(mapped)
+                if len(batch) >= self.batch_size:
+                    self._flush(batch, rejects, end_cursor, summary, dry_run)
+                    batch, rejects = [], []
+            self._flush(batch, rejects, end_cursor, summary, dry_run)
+            self._finish_inflight(summary)
+        except BaseException:
+            # A batch already at the gateway: record its answer if it comes, so that what
+            # was accepted is in the reports and the cursor; if not, the outbox keeps it.
+            if self._inflight is not None:
+                with contextlib.suppress(Exception):
+                    self._finish_inflight(summary)
+            raise
         return summary
 
     def _rows(self, cursor: str | None) -> Iterator[Mapped]:
@@ -173,12 +188,23 @@ class Runner:
             return
         self.state.append("rejects.jsonl", rejects)
         records = [m.record for m in batch if m.record is not None]
+        # Signed while the previous batch is still at the gateway (the pipelining), but
+        # written to the outbox and sent only once that batch's receipts are recorded and
+        # its cursor saved: one batch in flight, one outbox, cursors in order.
+        pending = Pending([self._sign(r) for r in records], [m.where for m in batch], end_cursor)
+        self._finish_inflight(summary)
         if records:
-            pending = Pending([self._sign(r) for r in records], [m.where for m in batch], end_cursor)
             self.state.save_pending(pending)
-            self._send(pending, summary)
+            self._inflight = (self._pool.submit(self._exchange, pending), pending)
         elif end_cursor != self.state.cursor():
             self.state.save_cursor(end_cursor)
+
+    def _finish_inflight(self, summary: Summary) -> None:
+        if self._inflight is None:
+            return
+        future, _ = self._inflight
+        self._inflight = None
+        self._record(*future.result(), summary)
 
     def _sign(self, record: Record, *, mid: str | None = None) -> envelope_pb2.Envelope:
         if self.signer is None:
@@ -194,6 +220,10 @@ class Runner:
     # --- sending ---------------------------------------------------------------------------
 
     def _send(self, pending: Pending, summary: Summary) -> None:
+        self._record(*self._exchange(pending), summary)
+
+    def _exchange(self, pending: Pending) -> tuple[Pending, list[Outcome]]:
+        """Submit a batch, signing again what the gateway found too old; no bookkeeping."""
         outcomes = self._submit(pending.envelopes)
         stale = [o.sequence for o in outcomes if o.refusal is not None and o.refusal.reason == STALE_MESSAGE]
         if stale:
@@ -209,6 +239,10 @@ class Runner:
             again = self._submit([envelopes[i] for i in stale])
             for i, outcome in zip(stale, again, strict=True):
                 outcomes[i] = Outcome(i, outcome.receipt, outcome.refusal)
+        return pending, outcomes
+
+    def _record(self, pending: Pending, outcomes: list[Outcome], summary: Summary) -> None:
+        """Receipts and refusals to the reports, then (only then) the cursor."""
         if self.after_send is not None:
             self.after_send()
         receipts, rejects = [], []
