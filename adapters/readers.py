@@ -6,12 +6,13 @@ reader like these (docs/adapters.md, "Writing a reader").
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from xml.etree.ElementTree import Element
 
 import defusedxml.ElementTree as SafeET
@@ -28,38 +29,60 @@ _T = TypeVar("_T")
 _GB_FAMILY = {"gbk", "gb2312", "gb18030", "cp936"}
 
 
-def decode_text(data: bytes, encoding: str, *, what: str) -> str:
-    """Decode a whole export, refusing the two silent failures of Chinese exports.
+_CHUNK = 1 << 20
+
+
+def check_encoding(f: BinaryIO, encoding: str, *, what: str) -> None:
+    """Decode a whole export once, keeping nothing, to refuse the two silent failures.
 
     A UTF-8 file declared GBK often decodes without error into mojibake (GBK accepts most
     byte pairs), so a GB-family declaration is refused when the bytes are valid UTF-8
-    with Chinese text in them; the reverse fails loudly in the UTF-8 decoder.
+    with non-ASCII text in them; any other undecodable byte is named with its line.
+    Reads in chunks, so a large export is never held twice (decoded and raw).
     """
     enc = encoding.lower().replace("-", "").replace("_", "")
-    if enc in _GB_FAMILY and not data.isascii():
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError:
-            pass
-        else:
-            raise SourceError(
-                f'{what} is declared {encoding} but is UTF-8 (set encoding = "utf-8" in the reader '
-                f"options, or export it as {encoding}); nothing was read"
-            )
     try:
-        return data.decode(encoding)
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        hint = ' (it looks like GBK: set encoding = "gbk")' if enc in ("utf8", "utf8sig") else ""
-        raise SourceError(
-            f"{what} is not valid {encoding} at byte {err.start} (line {line}){hint}; nothing was read"
-        ) from None
+        declared = codecs.getincrementaldecoder(encoding)()
     except LookupError:
         raise AdapterError(f"unknown encoding {encoding!r} for {what}") from None
+    if enc in _GB_FAMILY and _is_utf8(f):
+        raise SourceError(
+            f'{what} is declared {encoding} but is UTF-8 (set encoding = "utf-8" in the reader '
+            f"options, or export it as {encoding}); nothing was read"
+        )
+    f.seek(0)
+    offset = 0
+    while chunk := f.read(_CHUNK):
+        try:
+            declared.decode(chunk)
+        except UnicodeDecodeError as err:
+            f.seek(0)
+            line = f.read(offset + err.start).count(b"\n") + 1
+            hint = ' (it looks like GBK: set encoding = "gbk")' if enc in ("utf8", "utf8sig") else ""
+            raise SourceError(
+                f"{what} is not valid {encoding} at byte {offset + err.start} (line {line}){hint}; "
+                "nothing was read"
+            ) from None
+        offset += len(chunk)
+
+
+def _is_utf8(f: BinaryIO) -> bool:
+    """True when the file is UTF-8 with some non-ASCII text (plain ASCII is every encoding)."""
+    f.seek(0)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    ascii_only = True
+    try:
+        while chunk := f.read(_CHUNK):
+            ascii_only = ascii_only and chunk.isascii()
+            decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return not ascii_only
 
 
 class CsvReader:
-    """A CSV export (e.g. GBK with Chinese headers), re-read whole on every pass."""
+    """A CSV export (e.g. GBK with Chinese headers), re-read on every pass, streamed."""
 
     ordered = False
 
@@ -69,14 +92,21 @@ class CsvReader:
         self.delimiter = delimiter
 
     def rows(self, since: str | None) -> Iterator[SourceRow]:
+        what = f"CSV file {self.path}"
         try:
-            data = self.path.read_bytes()
+            raw = self.path.open("rb")
         except FileNotFoundError:
-            raise SourceError(f"CSV file {self.path} does not exist") from None
-        text = decode_text(data, self.encoding, what=f"CSV file {self.path}")
-        reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline=""), delimiter=self.delimiter)
-        for values in reader:
-            yield SourceRow(f"line {reader.line_num}", {k: v for k, v in values.items() if k is not None})
+            raise SourceError(f"{what} does not exist") from None
+        with raw:
+            check_encoding(raw, self.encoding, what=what)
+            raw.seek(0)
+            enc = self.encoding.lower().replace("_", "-")
+            text = io.TextIOWrapper(
+                raw, encoding="utf-8-sig" if enc in ("utf-8", "utf8") else self.encoding, newline=""
+            )
+            reader = csv.DictReader(text, delimiter=self.delimiter)
+            for values in reader:
+                yield SourceRow(f"line {reader.line_num}", {k: v for k, v in values.items() if k is not None})
 
 
 class XmlReader:
