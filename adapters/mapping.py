@@ -13,7 +13,7 @@ import hashlib
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -444,7 +444,3 @@ def mapping_from_dict(data: Mapping[str, Any], *, source: Path | None = None) ->
 
 def _as_list(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else [str(v) for v in value]
-
-
-def utc_midnight(d: date) -> datetime:
-    return datetime.combine(d, time(), tzinfo=UTC)
