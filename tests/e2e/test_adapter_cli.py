@@ -208,6 +208,7 @@ def test_a_gateway_killed_mid_run_and_restarted_loses_nothing_and_takes_nothing_
 def test_run_polls_picks_up_new_rows_and_stops_cleanly_on_ctrl_c(
     jiangsu: Any, gateway: Any, signers: dict[str, PrivateKey], federation_dir: Path, tmp_path: Path
 ) -> None:
+    import os
     import signal
     import time
 
@@ -232,18 +233,18 @@ def test_run_polls_picks_up_new_rows_and_stops_cleanly_on_ctrl_c(
         wait_for(294)
         data = jiangsu.dir / "jiangsu_ccc.csv"
         row = "999,2026011001150999,强制性产品认证,CNCA-R-2002-001,南京新增电器有限公司,"
-        code = data.read_bytes().decode("gbk").splitlines()[1].split(",")[5]
-        with data.open("ab") as f:
-            f.write(
-                f"{row}{code},家用电冰箱,有效,,2026-11-21 09:00:00,2026年11月01日,2031年10月31日\r\n".encode(
-                    "gbk"
-                )
-            )
+        text = data.read_bytes().decode("gbk")
+        code = text.splitlines()[1].split(",")[5]
+        text += f"{row}{code},家用电冰箱,有效,,2026-11-21 09:00:00,2026年11月01日,2031年10月31日\r\n"
+        # As docs/adapters.md asks of exports: a new file renamed into place, never half-written.
+        tmp = data.with_name("export.tmp")
+        tmp.write_bytes(text.encode("gbk"))
+        os.replace(tmp, data)
         wait_for(295)
-        assert accepted() == 295
     finally:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
+    assert accepted() == 295, out + err
     assert proc.returncode == 0, err
     assert "read 1, mapped 1, unmappable 0, sent 1, accepted 1, refused 0" in out
     assert "Traceback" not in err
