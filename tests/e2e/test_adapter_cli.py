@@ -210,6 +210,7 @@ def test_run_polls_picks_up_new_rows_and_stops_cleanly_on_ctrl_c(
 ) -> None:
     import os
     import signal
+    import threading
     import time
 
     _point_at(jiangsu, gateway.address, signers["CN-JS"], federation_dir, tmp_path)
@@ -229,6 +230,10 @@ def test_run_polls_picks_up_new_rows_and_stops_cleanly_on_ctrl_c(
         stderr=subprocess.PIPE,
         text=True,
     )
+    lines: list[str] = []
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
+    reader.start()
     try:
         wait_for(294)
         data = jiangsu.dir / "jiangsu_ccc.csv"
@@ -241,10 +246,18 @@ def test_run_polls_picks_up_new_rows_and_stops_cleanly_on_ctrl_c(
         tmp.write_bytes(text.encode("gbk"))
         os.replace(tmp, data)
         wait_for(295)
+        # The pass's summary follows its receipts; wait for it before stopping the runner.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(line.startswith("read 1,") for line in lines):
+            time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        reader.join(timeout=10)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    out = "".join(lines)
     assert accepted() == 295, out + err
     assert proc.returncode == 0, err
-    assert "read 1, mapped 1, unmappable 0, sent 1, accepted 1, refused 0" in out
+    assert "read 1, mapped 1, unmappable 0, sent 1, accepted 1, refused 0\n" in lines
     assert "Traceback" not in err
