@@ -296,3 +296,24 @@ def test_envelopes_found_too_old_are_signed_again_under_the_same_ids(
         adapter = load_adapter(system.config)
         derived = {message_id(m.record) for m in adapter.snapshot() if m.record is not None}
         assert {r["message_id"] for r in state.lines("receipts.jsonl")} <= derived
+
+
+def test_an_api_failing_mid_pass_keeps_what_was_sent_and_the_next_pass_sends_the_rest(
+    gateway: Any, runner_for: Callable[..., Any], tmp_path: Path
+) -> None:
+    from adapters import SourceError
+
+    with contextlib.ExitStack() as stack:
+        system = systems.start("zhejiang_ms", tmp_path, stack)
+        system.api.fail_after = 2  # pages 1 and 2 (100 rows) answer, page 3 never does
+        runner, state = runner_for(system, gateway.address)
+        with pytest.raises(SourceError, match="page 3: HTTP 500 after 3 attempt"):
+            runner.run_once()
+        assert state.cursor() == "1099" and state.pending() is None  # the 100 rows of pages 1-2
+        first = len(state.lines("receipts.jsonl"))
+        assert first == 100
+        system.api.fail_after = None
+        rest = runner.run_once()
+        assert rest.read == system.expected["good"] + len(system.expected["bad"]) - 100
+        ids = [r["message_id"] for r in state.lines("receipts.jsonl")]
+        assert len(ids) == len(set(ids)) == system.expected["good"]
