@@ -22,16 +22,18 @@ from adapters.base import AdapterError, Mapped, RowProblem, SourceRow
 from gateway.convert import record_to_proto
 from gateway.domain.certificates import Certificate, CertState, Scheme, build_certificate
 from gateway.domain.errors import InvalidArgument
-from gateway.domain.records import Conclusion, Record, TestReport, build_test_report
+from gateway.domain.recognition import CERTIFICATE_STATUS
+from gateway.domain.records import TEST_REPORT, Conclusion, Record, TestReport, build_test_report
 
 CHINA = ZoneInfo("Asia/Shanghai")
 # A local "expired" word: the gateway derives EXPIRED from the expiry date and refuses it
 # as a published state, so the mapping turns it into VALID with the (past) expiry date.
 EXPIRED = "EXPIRED"
 
-# Canonical fields of each supported kind and how their text is parsed.
+# Canonical fields of each supported kind and how their text is parsed. The kind names
+# come from the domain (gateway.domain.kinds once the kinds refactor lands).
 KIND_FIELDS: dict[str, dict[str, str]] = {
-    "certificate_status": {
+    CERTIFICATE_STATUS: {
         "certificate_number": "text",
         "scheme": "scheme",
         "issuing_body": "text",
@@ -46,7 +48,7 @@ KIND_FIELDS: dict[str, dict[str, str]] = {
         "expiry_date": "date",
         "version": "int",
     },
-    "test_report": {
+    TEST_REPORT: {
         "report_number": "text",
         "issuer": "text",
         "lab_name": "text",
@@ -251,7 +253,7 @@ class Mapping_:
             "issue_date": v.get("issue_date") or "",
             "version": v.get("version") or 0,
         }
-        if self.kind == "certificate_status":
+        if self.kind == CERTIFICATE_STATUS:
             return build_certificate(
                 certificate_number=v.get("certificate_number", ""),
                 scheme=enum("scheme"),
@@ -334,7 +336,7 @@ def canonical_values(record: Record) -> dict[str, Any]:
     if isinstance(record, TestReport):
         return {
             name: getattr(record, name)
-            for name in KIND_FIELDS["test_report"]  # the dataclass uses the canonical names
+            for name in KIND_FIELDS[TEST_REPORT]  # the dataclass uses the canonical names
         }
     raise AdapterError(f"no mapping for record kind {type(record).__name__} yet")
 

@@ -9,12 +9,13 @@ import sqlalchemy as sa
 from adapters.base import AdapterError
 from adapters.mapping import Mapping_
 from adapters.readers import _locked, _retry, _transient, db_message, make_engine
-from gateway.domain.records import Record
+from gateway.domain.recognition import CERTIFICATE_STATUS
+from gateway.domain.records import TEST_REPORT, Record
 
 # The canonical fields that identify a record of each kind (its key without the kind).
 KEY_FIELDS = {
-    "certificate_status": ("scheme", "certificate_number"),
-    "test_report": ("issuer", "report_number"),
+    CERTIFICATE_STATUS: ("scheme", "certificate_number"),
+    TEST_REPORT: ("issuer", "report_number"),
 }
 
 
@@ -67,7 +68,7 @@ class SqlSink:
         return self._table
 
     def apply(self, record: Record) -> bool:
-        kind = getattr(record, "kind", "certificate_status")
+        kind = getattr(record, "kind", CERTIFICATE_STATUS)  # Certificate has no kind attribute yet
         if kind != self.mapping.kind:
             raise SinkError(f"this sink takes {self.mapping.kind} records, not {kind}")
         row = self.mapping.to_row(record)
