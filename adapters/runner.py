@@ -186,13 +186,14 @@ class Runner:
                 for warning in mapped.warnings:
                     print(f"  warning: {warning}", file=self.out)
             return
-        self.state.append("rejects.jsonl", rejects)
         records = [m.record for m in batch if m.record is not None]
         # Signed while the previous batch is still at the gateway (the pipelining), but
         # written to the outbox and sent only once that batch's receipts are recorded and
         # its cursor saved: one batch in flight, one outbox, cursors in order.
         pending = Pending([self._sign(r) for r in records], [m.where for m in batch], end_cursor)
         self._finish_inflight(summary)
+        # Reported once the rows before them are settled, so a crash re-reports nothing.
+        self.state.append("rejects.jsonl", rejects)
         if records:
             self.state.save_pending(pending)
             self._inflight = (self._pool.submit(self._exchange, pending), pending)
