@@ -192,7 +192,7 @@ class Runner:
         # its cursor saved: one batch in flight, one outbox, cursors in order.
         pending = Pending([self._sign(r) for r in records], [m.where for m in batch], end_cursor)
         self._finish_inflight(summary)
-        # Reported once the rows before them are settled, so a crash re-reports nothing.
+        # Reported once the rows before them are settled (a crash re-reports one batch at most).
         self.state.append("rejects.jsonl", rejects)
         if records:
             self.state.save_pending(pending)
