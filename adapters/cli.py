@@ -76,6 +76,10 @@ def cmd_adapter_run(args: argparse.Namespace) -> int:
         config = adapter.config
         assert config is not None
         runner = _runner(adapter, dry_run=args.dry_run, progress=args.progress or sys.stderr.isatty())
+    except AdapterError as err:
+        print(f"mrx adapter: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
         if args.once or args.dry_run:
             summary = runner.run_once(dry_run=args.dry_run)
             prefix = "dry run (nothing sent): " if args.dry_run else ""
@@ -96,6 +100,8 @@ def cmd_adapter_run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return EXIT_OK
+    finally:
+        runner.close()
 
 
 def _runner(adapter: Adapter, *, dry_run: bool, progress: bool) -> Runner:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -107,7 +108,14 @@ class Runner:
         # Test seam: runs after the gateway answered and before the cursor moves (a crash there).
         self.after_send = after_send
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mrx-adapter-send")
+        self._stopping = threading.Event()
         self._inflight: tuple[Future[tuple[Pending, list[Outcome]]], Pending] | None = None
+
+    def close(self) -> None:
+        """Stop the sending thread and close the gateway connection."""
+        self._stopping.set()  # a send being retried gives up after its current attempt
+        self._pool.shutdown(wait=True)
+        self.client.close()
 
     # --- one pass --------------------------------------------------------------------------
 
@@ -298,7 +306,7 @@ class Runner:
             log.warning("gateway unreachable (%s); retry %d", _short(err), state.attempt_number)
 
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_delay(self.retry_seconds),
+            stop=tenacity.stop_after_delay(self.retry_seconds) | tenacity.stop_when_event_set(self._stopping),
             wait=tenacity.wait_exponential(multiplier=self.retry_wait, max=30),
             retry=tenacity.retry_if_exception(retryable),
             before_sleep=note,
