@@ -983,6 +983,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tls_parser(sub)
     _add_db_parser(sub)
     _add_config_parser(sub)
+    from adapters.cli import add_adapter_parser
+
+    add_adapter_parser(sub)
     return parser
 
 

@@ -138,7 +138,13 @@ def test_the_store_and_the_ledger_never_import_the_jobs():
 
 def test_only_the_store_talks_sql():
     allowed = GATEWAY / "store"
-    files = [p for p in _files("gateway", "adapters") if allowed not in p.parents and "pb" not in p.parts]
+    # The SQL reader and sink talk to a province's *local* database, never the gateway's.
+    local_db = {ROOT / "adapters/readers.py", ROOT / "adapters/sinks.py"}
+    files = [
+        p
+        for p in _files("gateway", "adapters")
+        if allowed not in p.parents and "pb" not in p.parts and p not in local_db
+    ]
     bad = _violations(files, ("sqlalchemy", "psycopg", "sqlite3"))
     assert not bad, "SQL lives in gateway/store (one module per backend in store/sql):\n" + "\n".join(bad)
 
@@ -254,3 +260,9 @@ def test_observability_is_a_leaf_the_server_layers_use():
     assert not bad, (
         "gateway/observability imports only the standard library and its libraries:\n" + "\n".join(bad)
     )
+
+
+def test_adapters_are_client_side():
+    """adapters/ runs beside a province's local system, on the SDK: never the server's internals."""
+    bad = _violations(_files("adapters"), (*SERVER_PACKAGES, "gateway.registry.keygen", "gateway.cli"))
+    assert not bad, "adapters may use the SDK, domain, crypto, convert and pb only:\n" + "\n".join(bad)

@@ -1,0 +1,154 @@
+"""``mrx adapter run`` and ``mrx adapter check`` (wired into gateway.cli by one call)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from adapters.base import AdapterError, SourceError
+
+if TYPE_CHECKING:
+    from adapters import Adapter
+    from adapters.runner import Runner
+
+EXIT_OK, EXIT_ROWS, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
+log = logging.getLogger("mrx.adapter")
+
+
+def add_adapter_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    adapter = sub.add_parser(
+        "adapter", help="publish a local system's changes through an adapter (docs/adapters.md)"
+    )
+    adapter_sub = adapter.add_subparsers(dest="adapter_command", required=True)
+
+    run = adapter_sub.add_parser(
+        "run", help="poll the local source, sign and submit changes in batches, keep the cursor"
+    )
+    run.add_argument("config", type=Path, metavar="CONFIG", help="the adapter config file (TOML)")
+    run.add_argument("--once", action="store_true", help="one pass, then exit")
+    run.add_argument("--dry-run", action="store_true", help="show what would be sent; send and save nothing")
+    run.add_argument(
+        "--interval", type=float, help="seconds between polls (default: poll_interval in CONFIG)"
+    )
+    run.add_argument(
+        "--progress", action="store_true", help="show a progress bar even when stderr is not a terminal"
+    )
+    run.set_defaults(func=cmd_adapter_run)
+
+    check = adapter_sub.add_parser(
+        "check", help="map every local row and report the ones that cannot be mapped (no gateway needed)"
+    )
+    check.add_argument("config", type=Path, metavar="CONFIG", help="the adapter config file (TOML)")
+    check.set_defaults(func=cmd_adapter_check)
+
+
+def cmd_adapter_check(args: argparse.Namespace) -> int:
+    from adapters import load_adapter
+
+    try:
+        adapter = load_adapter(args.config)
+        good = bad = 0
+        for mapped in adapter.snapshot():
+            if mapped.record is not None:
+                good += 1
+                for warning in mapped.warnings:
+                    print(f"warning {mapped.where}: {warning}")
+                continue
+            bad += 1
+            for problem in mapped.problems:
+                print(f"cannot map {mapped.where}: {problem.field}: {problem.why}")
+    except AdapterError as err:
+        print(f"mrx adapter: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{args.config}: {good + bad} rows, {good} mapped, {bad} cannot be mapped")
+    return EXIT_OK if bad == 0 else EXIT_ROWS
+
+
+def cmd_adapter_run(args: argparse.Namespace) -> int:
+    from adapters import load_adapter
+    from adapters.runner import GatewayUnavailable
+
+    try:
+        adapter = load_adapter(args.config)
+        config = adapter.config
+        assert config is not None
+        runner = _runner(adapter, dry_run=args.dry_run, progress=args.progress or sys.stderr.isatty())
+    except AdapterError as err:
+        print(f"mrx adapter: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        if args.once or args.dry_run:
+            summary = runner.run_once(dry_run=args.dry_run)
+            prefix = "dry run (nothing sent): " if args.dry_run else ""
+            lines = summary.lines()
+            print(prefix + lines[0])
+            for line in lines[1:]:
+                print(line)
+            if (summary.unmappable or summary.refused) and not args.dry_run:
+                print(f"details: {config.state_dir / 'rejects.jsonl'}")
+            return EXIT_OK if summary.clean else EXIT_ROWS
+        runner.run_loop(interval=args.interval or config.poll_interval)
+        return EXIT_OK
+    except GatewayUnavailable as err:
+        print(f"mrx adapter: {err}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except (AdapterError, SourceError) as err:
+        print(f"mrx adapter: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_OK
+    finally:
+        runner.close()
+
+
+def _runner(adapter: Adapter, *, dry_run: bool, progress: bool) -> Runner:
+    """The runner for a loaded adapter: its key, its gateway client, its state directory."""
+    from adapters.runner import Runner
+    from adapters.state import State
+    from gateway.client import GatewayClient
+    from gateway.crypto.suites import PrivateKey
+    from gateway.tls.transport import ClientTls
+
+    assert adapter.config is not None
+    gw = adapter.config.gateway
+    signer = None
+    if gw.key is not None:
+        if not gw.keyid:
+            raise AdapterError(f"{adapter.config.path}: [gateway] keyid is required with key")
+        try:
+            signer = PrivateKey.load(gw.key, gw.keyid)
+        except (OSError, ValueError) as err:
+            raise AdapterError(f"cannot load the signing key {gw.key}: {type(err).__name__}") from None
+    elif not dry_run:
+        raise AdapterError(
+            f"{adapter.config.path}: [gateway] key (the participant's private key) is required"
+        )
+    pinned = None
+    if gw.federation is not None:
+        from gateway.registry.federation import load_federation
+
+        federation = load_federation(gw.federation)
+        pinned = {k.keyid: k.public_key for k in federation.keys_of(federation.gateway_code)}
+    tls = None
+    if gw.tls_ca is not None:
+        tls = ClientTls(ca=gw.tls_ca, cert=gw.tls_cert, key=gw.tls_key, server_name=gw.tls_server_name)
+    client = GatewayClient(
+        gw.address,
+        sender=adapter.participant,
+        signer=signer,
+        gateway_keys=pinned,
+        tls=tls,
+        timeout=gw.timeout,
+    )
+    return Runner(
+        adapter,
+        client,
+        State(adapter.config.state_dir),
+        signer=signer,
+        batch_size=adapter.config.batch_size,
+        retry_seconds=gw.retry_seconds,
+        progress=progress,
+    )

@@ -1,0 +1,113 @@
+"""Sinks: applying inbound canonical records (other provinces') to the local system."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from adapters.base import AdapterError
+from adapters.mapping import Mapping_
+from adapters.readers import _locked, _retry, _transient, db_message, make_engine
+from gateway.domain.kinds import CERTIFICATE_STATUS, TEST_REPORT
+from gateway.domain.records import Record
+
+# The canonical fields that identify a record of each kind (its key without the kind).
+KEY_FIELDS = {
+    CERTIFICATE_STATUS: ("scheme", "certificate_number"),
+    TEST_REPORT: ("issuer", "report_number"),
+}
+
+
+class SinkError(AdapterError):
+    """A record could not be applied; the inbound cursor stays before it."""
+
+
+class SqlSink:
+    """Upserts records into a table of the local database, through the reverse mapping.
+
+    Rows are found by the local columns of the record's key fields; a stored row whose
+    version is the same or newer is left alone, so applying a change twice (after a
+    restart) or out of order changes nothing.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        table: str,
+        mapping: Mapping_,
+        schema: str | None = None,
+        lock_timeout: float = 5.0,
+        attempts: int = 3,
+        backoff: float = 0.5,
+    ):
+        self.engine = make_engine(url, lock_timeout)
+        self.table_name = table
+        self.schema = schema
+        self.mapping = mapping
+        self.attempts = attempts
+        self.backoff = backoff
+        self._table: sa.Table | None = None
+
+    @property
+    def table(self) -> sa.Table:
+        if self._table is None:
+            try:
+                table = sa.Table(
+                    self.table_name, sa.MetaData(), schema=self.schema, autoload_with=self.engine
+                )
+            except sa.exc.NoSuchTableError:
+                raise SinkError(
+                    f"sink table {self.table_name!r} does not exist in the local database"
+                ) from None
+            missing = [c for c in self.mapping.to_columns() if c not in table.c]
+            if missing:
+                raise SinkError(f"sink table {self.table_name!r} lacks the mapped column(s) {missing}")
+            self._table = table
+        return self._table
+
+    def apply(self, record: Record) -> bool:
+        kind = getattr(record, "kind", CERTIFICATE_STATUS)  # Certificate has no kind attribute yet
+        if kind != self.mapping.kind:
+            raise SinkError(f"this sink takes {self.mapping.kind} records, not {kind}")
+        row = self.mapping.to_row(record)
+        version_col = self.mapping.column_of("version")
+
+        def write() -> bool:
+            table = self.table
+            keys = [
+                table.c[self.mapping.column_of(n)] == row[self.mapping.column_of(n)] for n in KEY_FIELDS[kind]
+            ]
+            with self.engine.begin() as conn:
+                stored = conn.execute(sa.select(table.c[version_col]).where(*keys)).first()
+                if stored is not None:
+                    if self._version(stored[0]) >= record.version:
+                        return False
+                    conn.execute(sa.update(table).where(*keys).values(**self._typed(row)))
+                else:
+                    conn.execute(sa.insert(table).values(**self._typed(row)))
+                return True
+
+        try:
+            return _retry(write, _transient, self.attempts, self.backoff, f"sink table {self.table_name}")
+        except sa.exc.DBAPIError as err:
+            reason = "locked by another writer" if _locked(err) else f"unavailable ({db_message(err)})"
+            raise SinkError(
+                f"sink table {self.table_name!r} is {reason} (after {self.attempts} attempts); "
+                f"{record.key} v{record.version} not applied, the inbound cursor stays before it"
+            ) from None
+
+    def _version(self, stored: Any) -> int:
+        return int(self.mapping.parse_field("version", str(stored)))
+
+    def _typed(self, row: dict[str, str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for column, text in row.items():
+            python_type: type | None
+            try:
+                python_type = self.table.c[column].type.python_type
+            except NotImplementedError:
+                python_type = None
+            out[column] = int(text) if python_type is int else text
+        return out
