@@ -35,9 +35,12 @@ from gateway.pb import (
     exchange_pb2_grpc,
     recognition_pb2,
     recognition_pb2_grpc,
+    reconcile_pb2,
+    reconcile_pb2_grpc,
     registry_pb2,
     registry_pb2_grpc,
 )
+from gateway.reconcile.engine import DEFAULT_LEASE, Reconciler
 from gateway.registry.federation import Federation, Role
 from gateway.services.audit import AuditServicer
 from gateway.services.auth import ReadAuthenticator, ReadLimits
@@ -45,11 +48,13 @@ from gateway.services.bursts import STORE_FAILURES
 from gateway.services.errors import ErrorInterceptor
 from gateway.services.exchange import ExchangeServicer
 from gateway.services.recognition import RecognitionServicer
+from gateway.services.reconcile import ReconciliationServicer
 from gateway.services.registry import RegistryServicer
 from gateway.store.audit_reads import AuditStore
 from gateway.store.checkpoints import CheckpointStore
 from gateway.store.engine import Engines
 from gateway.store.reads import ReadStore
+from gateway.store.reconcile import ReconcileStore
 from gateway.store.record_reads import RecordReads
 from gateway.tls.transport import PLAINTEXT_FLAGS, ServerTls, is_loopback
 
@@ -60,6 +65,7 @@ SERVICE_NAMES = (
     registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     recognition_pb2.DESCRIPTOR.services_by_name["RecognitionService"].full_name,
+    reconcile_pb2.DESCRIPTOR.services_by_name["ReconciliationService"].full_name,
 )
 # A SubmitBatch of up to 16 MiB of envelopes plus framing. Above the envelope limit, so
 # an oversized envelope gets a precise INVALID_ARGUMENT instead of a bare
@@ -286,6 +292,7 @@ def start_gateway(
     stream_limits: StreamLimits | None = None,
     extra_fronts: int = 0,
     writer_conn: Connection | None = None,
+    reconcile_lease: timedelta = DEFAULT_LEASE,
 ) -> Gateway:
     """Start serving; ``tls`` is a ``ServerTls`` (with ``client_ca``: mutual TLS), or the
     older (certificate chain PEM, private key PEM) pair for server-only TLS, or None for
@@ -338,6 +345,12 @@ def start_gateway(
     # One authenticator for every read: one nonce cache and one rate limit per principal.
     auth = ReadAuthenticator(federation, clock=clock, limits=read_limits)
 
+    reconciler = Reconciler(
+        ReconcileStore(engines), gateway_key=gateway_key, clock=clock, lease=reconcile_lease
+    )
+    # Runs left "running" by a gateway that died are abandoned once their lease lapses.
+    reconciler.abandon_stale()
+
     async def build() -> tuple[grpc.aio.Server, int, aio_health.HealthServicer]:
         server = grpc.aio.server(
             interceptors=[ErrorInterceptor(executor)],
@@ -375,6 +388,9 @@ def start_gateway(
                 federation=federation,
             ),
             server,
+        )
+        reconcile_pb2_grpc.add_ReconciliationServiceServicer_to_server(
+            ReconciliationServicer(federation=federation, auth=auth, reconciler=reconciler), server
         )
         health_servicer = aio_health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
