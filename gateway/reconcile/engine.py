@@ -137,14 +137,14 @@ class Reconciler:
             now_us=us(self._clock()), lease_us=self._lease_us, participant=participant
         )
 
-    def start(self, participant: str, keyids: Sequence[str]) -> Started:
+    def start(self, participant: str, keyids: Sequence[str], *, request_bytes: int = 0) -> Started:
         abandoned = self.abandon_stale(participant)
         # Before the run exists: on a first run this decodes every stored record, and the
         # lease must not lapse meanwhile.
         self._store.refresh_digests(participant, stored_digest)
         now = self._clock()
         run_id = str(uuid.uuid4())
-        self._store.create_run(run_id, participant, keyids, us(now))
+        self._store.create_run(run_id, participant, keyids, us(now), request_bytes)
         return Started(run_id, now, abandoned)
 
     def run(self, run_id: str) -> Run:

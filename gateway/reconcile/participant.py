@@ -9,11 +9,13 @@ gives them; a row that could not be mapped is reported in the run, and the run g
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from gateway.domain.records import Record
@@ -253,3 +255,65 @@ def message_id_for(record: Record) -> str:
         :32
     ]
     return f"reconcile-{digest}"
+
+
+# --- the simplest honest snapshot: a file of canonical records --------------------------
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    field: str
+    why: str
+
+
+@dataclass(frozen=True)
+class Row:
+    """A snapshot row, shaped like adapters' Mapped."""
+
+    where: str
+    record: Record | None
+    problems: tuple[RowProblem, ...] = ()
+    cursor: str | None = None
+
+
+def record_line(record: Record) -> str:
+    """One line of a records file: the Submission's record field in protobuf JSON, e.g.
+    {"certificate_status": {...}}."""
+    from google.protobuf import json_format
+
+    from gateway.convert import record_to_proto
+
+    name, msg = record_to_proto(record)
+    return json.dumps(
+        {name: json_format.MessageToDict(msg, preserving_proto_field_name=True)}, ensure_ascii=False
+    )
+
+
+def read_records_file(path: Path) -> Iterator[Row]:
+    """Rows of a JSON-lines file of records (``record_line``); a bad line is a row with
+    its problems, never the end of the run."""
+    from google.protobuf import json_format
+
+    from gateway.convert import record_from_proto
+    from gateway.domain.errors import InvalidArgument
+    from gateway.pb import records_pb2
+    from gateway.reconcile.digests import submission_record
+
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            where = f"line {number}"
+            if not line.strip():
+                continue
+            try:
+                submission = json_format.ParseDict(json.loads(line), records_pb2.Submission())
+                record, _warnings = record_from_proto(submission_record(submission))  # type: ignore[arg-type]
+            except InvalidArgument as err:
+                problems = tuple(RowProblem(v.field, v.description) for v in err.violations) or (
+                    RowProblem("", err.message),
+                )
+                yield Row(where, None, problems)
+                continue
+            except (ValueError, json_format.ParseError) as err:
+                yield Row(where, None, (RowProblem("", f"not a record: {str(err)[:200]}"),))
+                continue
+            yield Row(where, record)

@@ -84,7 +84,9 @@ class ReconciliationServicer(reconcile_pb2_grpc.ReconciliationServiceServicer):
                 "recognised_keyids: each 1-128 characters",
                 violations=[FieldViolation("recognised_keyids", "each 1-128 characters")],
             )
-        started = self._engine.start(principal.code, list(request.recognised_keyids))
+        started = self._engine.start(
+            principal.code, list(request.recognised_keyids), request_bytes=len(REQUEST_BYTES.get())
+        )
         response = reconcile_pb2.StartRunResponse(
             run_id=started.run_id,
             lease_seconds=int(self._engine.lease.total_seconds()),

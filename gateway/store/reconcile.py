@@ -149,11 +149,10 @@ class ReconcileStore:
         """(key_hash, record digest) of every digested record of ``issuer``."""
         d = reconcile_digests.c
         with self._engines.reader.connect() as conn:
-            yield from (
-                conn.execution_options(yield_per=20_000)
-                .execute(select(d.key_hash, d.leaf).where(d.issuer == issuer))
-                .tuples()
+            result = conn.execution_options(yield_per=20_000).execute(
+                select(d.key_hash, d.leaf).where(d.issuer == issuer)
             )
+            yield from ((khash, value) for khash, value in result)
 
     def records_in(self, issuer: str, ranges: Sequence[tuple[int, int]]) -> list[StoredRecord]:
         """The records of ``issuer`` whose key hash lies in one of the [lo, hi) ranges."""
@@ -184,7 +183,9 @@ class ReconcileStore:
 
     # -- runs ----------------------------------------------------------------------------
 
-    def create_run(self, run_id: str, participant: str, keyids: Sequence[str], now_us: int) -> None:
+    def create_run(
+        self, run_id: str, participant: str, keyids: Sequence[str], now_us: int, request_bytes: int = 0
+    ) -> None:
         with self._engines.writer.begin() as conn:
             conn.execute(
                 insert(reconcile_runs).values(
@@ -194,7 +195,7 @@ class ReconcileStore:
                     started_at_us=now_us,
                     heartbeat_at_us=now_us,
                     recognised_keyids=json.dumps(list(keyids)),
-                    request_bytes=0,
+                    request_bytes=request_bytes,
                 )
             )
 
