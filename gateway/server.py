@@ -348,8 +348,13 @@ def start_gateway(
     reconciler = Reconciler(
         ReconcileStore(engines), gateway_key=gateway_key, clock=clock, lease=reconcile_lease
     )
-    # Runs left "running" by a gateway that died are abandoned once their lease lapses.
-    reconciler.abandon_stale()
+    # Runs left "running" by a gateway that died are abandoned once their lease lapses
+    # (again at each participant's next start and at each listing, so a failure here
+    # only delays it).
+    try:
+        reconciler.abandon_stale()
+    except Exception as exc:  # the schema check is the store's job; serving must not wait on this
+        log.warning("could not mark stale reconciliation runs abandoned at start: %s", type(exc).__name__)
 
     async def build() -> tuple[grpc.aio.Server, int, aio_health.HealthServicer]:
         server = grpc.aio.server(

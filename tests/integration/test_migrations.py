@@ -28,14 +28,16 @@ from gateway.store.schema import SCHEMA_VERSION, exchanges, metadata, schema_inf
 
 MRX = [sys.executable, "-m", "gateway.cli"]
 
+# A later release's revision on top of this release's head (written at test time).
+REVISION_LATER = "0900"
 REVISION_2 = '''"""A later release's revision, for the tests: one more index."""
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0900"
+down_revision = "{head}"
 branch_labels = None
 depends_on = None
 
@@ -117,24 +119,25 @@ def test_a_revision_unknown_to_this_release_is_refused(database_url, open_store)
         migrate.upgrade(engines)
     result = mrx("db", "current", "--database", database_url)
     assert result.returncode == 1
-    assert "9999, unknown to this release (head 0001)" in result.stdout
+    assert f"9999, unknown to this release (head {migrate.head_revision()})" in result.stdout
 
 
 def test_a_database_behind_the_code_is_refused_until_upgraded(
     database_url, open_store, monkeypatch, tmp_path
 ):
-    """A later release (here: this one plus a revision 0002) meets a database at 0001."""
+    """A later release (here: this one plus a revision 0900) meets a database at this head."""
     open_engines(database_url).dispose()
+    head = migrate.head_revision()
     later = tmp_path / "migrations"
     shutil.copytree(migrate.MIGRATIONS, later, ignore=shutil.ignore_patterns("__pycache__"))
-    (later / "versions" / "0002_test.py").write_text(REVISION_2)
+    (later / "versions" / "0900_test.py").write_text(REVISION_2.replace("{head}", head))
     monkeypatch.setattr(migrate, "MIGRATIONS", later)
     migrate._script.cache_clear()
     try:
         with pytest.raises(StoreError) as info:
             open_engines(database_url)
         assert str(info.value) == (
-            f"database schema: 0001, behind head 0002; back it up and run: "
+            f"database schema: {head}, behind head 0900; back it up and run: "
             f"mrx db upgrade --database {display_url(database_url)}"
         )
         engines = connect(database_url)
@@ -142,15 +145,15 @@ def test_a_database_behind_the_code_is_refused_until_upgraded(
             done = migrate.upgrade(engines)
         finally:
             engines.dispose()
-        assert (done.before.revision, done.stamped, done.after.revision) == ("0001", False, "0002")
+        assert (done.before.revision, done.stamped, done.after.revision) == (head, False, "0900")
         engines = open_store(database_url)
         with engines.reader.connect() as conn:
             assert "ix_records_issuer_test" in {i["name"] for i in inspect(conn).get_indexes("records")}
     finally:
         migrate._script.cache_clear()
     monkeypatch.undo()
-    # This release again: 0002 is ahead of it.
-    with pytest.raises(StoreError, match="revision 0002 is unknown to this release"):
+    # This release again: 0900 is ahead of it.
+    with pytest.raises(StoreError, match="revision 0900 is unknown to this release"):
         open_engines(database_url)
 
 
@@ -168,7 +171,11 @@ def test_the_first_releases_tables_are_revision_0001s(database_url, first_releas
     engines = connect(database_url)
     try:
         done = migrate.upgrade(engines)
-        assert (done.before.revision, done.stamped, done.after.revision) == (None, True, "0001")
+        assert (done.before.revision, done.stamped, done.after.revision) == (
+            None,
+            True,
+            migrate.head_revision(),
+        )
         with engines.writer.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(context, metadata) == []
@@ -282,7 +289,7 @@ def test_a_first_release_database_with_data_is_upgraded_by_mrx_db_upgrade_and_se
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert refused.stderr.strip() == (
         "mrx: database schema: created by an mrx release before schema migrations (mrx_schema "
-        "version 1); not at head 0001; back it up and run: "
+        f"version 1); not at head {migrate.head_revision()}; back it up and run: "
         f"mrx db upgrade --database {display_url(database_url)}"
     )
     current = mrx("db", "current", "--database", database_url)
@@ -293,9 +300,12 @@ def test_a_first_release_database_with_data_is_upgraded_by_mrx_db_upgrade_and_se
     upgraded = mrx("db", "upgrade", "--database", database_url)
     assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
     assert "stamped 0001" in upgraded.stdout
-    assert "now:      0001 (head)" in upgraded.stdout
+    assert f"now:      {migrate.head_revision()} (head)" in upgraded.stdout
     current = mrx("db", "current", "--database", database_url)
-    assert (current.returncode, current.stdout.strip().rsplit(": ", 1)[-1]) == (0, "0001 (head)")
+    assert (current.returncode, current.stdout.strip().rsplit(": ", 1)[-1]) == (
+        0,
+        f"{migrate.head_revision()} (head)",
+    )
     again = mrx("db", "upgrade", "--database", database_url)
     assert again.returncode == 0 and "stamped" not in again.stdout
 
