@@ -517,6 +517,9 @@ class ReconcileClient(GatewayClient):
         self.bytes_sent = 0
         self.bytes_received = 0
 
+    def __enter__(self) -> ReconcileClient:
+        return self
+
     def now(self) -> datetime:
         return self._clock() if self._clock is not None else datetime.now(UTC)
 
