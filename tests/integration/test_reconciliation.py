@@ -327,3 +327,37 @@ def test_the_report_is_signed_by_the_gateway(
     tampered.payload = tampered.payload + b"\x00"
     with pytest.raises(ReportError):
         verify_report(tampered, js.gateway_keys)
+
+
+def test_a_gateway_start_abandons_the_runs_a_dead_gateway_left_running(
+    database_url: str, gateway_factory: Any, signers: dict[str, PrivateKey], clock: Any
+) -> None:
+    from gateway.store.reconcile import ABANDONED, RUNNING, ReconcileStore
+
+    first = gateway_factory()
+    with ReconcileClient(first.address, sender="CN-SH", signer=signers["CN-SH"], clock=clock) as sh:
+        run_id = sh.call("StartRun", C.StartRunRequest(participant="CN-SH")).run_id
+    first.stop()  # the gateway goes away mid-run; the run's state is only in the database
+    store = ReconcileStore(first.engines)
+    assert store.get_run(run_id).status == RUNNING  # type: ignore[union-attr]
+    clock.advance(timedelta(minutes=6))
+    gateway_factory()  # the next start, with no call from the participant
+    assert store.get_run(run_id).status == ABANDONED  # type: ignore[union-attr]
+
+
+def test_an_sm2_participant_reconciles_like_any_other(
+    gateway: Any, client_for: Any, certs_of: Any, signers: dict[str, PrivateKey], reconcile_client: Any
+) -> None:
+    assert signers["CN-TJ"].suite.name == "SM2_SM3"
+    certs = certs_of("CN-TJ", 5)
+    assert all(o.receipt is not None for o in client_for("CN-TJ").publish_batch(certs))
+    local = [*certs[:4], dataclasses.replace(certs[4], state=CertState.SUSPENDED, reason="监督抽查不合格")]
+    result = reconcile(
+        reconcile_client("CN-TJ"),
+        participant="CN-TJ",
+        rows=rows(local),
+        recognised_keyids=[signers["CN-TJ"].keyid],
+    )
+    assert [(d.category, d.record_key) for d in result.report.discrepancies] == [
+        (C.STATE_DIFFERS, certs[4].key)
+    ]
