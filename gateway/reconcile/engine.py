@@ -9,6 +9,7 @@ while the run is still running).
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from gateway.reconcile.digests import (
 from gateway.store.reconcile import RUNNING, DiscrepancyRow, ReconcileStore, Run, StoredRecord
 
 DEFAULT_LEASE = timedelta(minutes=5)
+_RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 MAX_LISTED = 10_000
 MISSING_AT_GATEWAY = reconcile_pb2.MISSING_AT_GATEWAY
 MISSING_LOCALLY = reconcile_pb2.MISSING_LOCALLY
@@ -148,7 +150,9 @@ class Reconciler:
         return Started(run_id, now, abandoned)
 
     def run(self, run_id: str) -> Run:
-        run = self._store.get_run(run_id)
+        # Run ids are UUIDs: anything else is answered without reaching SQL (PostgreSQL
+        # refuses NUL in text, which would otherwise surface as an error of ours).
+        run = self._store.get_run(run_id) if _RUN_ID.fullmatch(run_id) else None
         if run is None:
             raise NotFound(f"no reconciliation run {run_id[:40]}", reason="RUN_NOT_FOUND")
         return run
@@ -186,8 +190,10 @@ class Reconciler:
         mine: dict[int, tuple[int, bytes]] = {}
         parent_set = set(parents)
         for prefix, count, digest in buckets:
-            if prefix >= 1 << bits or prefix in mine or count == 0:
-                raise _bad(f"bucket {prefix} at depth {bits} is out of range, repeated or empty")
+            if prefix >= 1 << bits or prefix in mine or count == 0 or len(digest) != 16:
+                raise _bad(
+                    f"bucket {prefix} at depth {bits}: out of range, repeated, empty or not a 16-byte digest"
+                )
             if parent_bits and (prefix >> (bits - parent_bits)) not in parent_set:
                 raise _bad(f"bucket {prefix} is not inside the parents listed")
             mine[prefix] = (count, digest)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from gateway.reconcile.digests import key_hash, leaf
 from gateway.store.engine import Engines
@@ -135,6 +136,14 @@ class ReconcileStore:
         return done
 
     def _put_digests(self, rows: list[dict[str, Any]]) -> None:
+        try:
+            self._replace_digests(rows)
+        except IntegrityError:
+            # Another replica digested the same records at the same moment (two starts of
+            # one participant's runs): the rows are the same, so once more settles it.
+            self._replace_digests(rows)
+
+    def _replace_digests(self, rows: list[dict[str, Any]]) -> None:
         with self._engines.writer.begin() as conn:
             for i in range(0, len(rows), _CHUNK):
                 part = rows[i : i + _CHUNK]
