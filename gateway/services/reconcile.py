@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -14,10 +14,11 @@ from gateway.convert import KIND_NUMBERS
 from gateway.domain.errors import FieldViolation, InvalidArgument, NotFound, PermissionDenied
 from gateway.pb import reconcile_pb2, reconcile_pb2_grpc
 from gateway.reconcile.digests import entry
-from gateway.reconcile.engine import Reconciler
+from gateway.reconcile.engine import CLASSES, Reconciler, from_us
 from gateway.registry.federation import Federation, Role
 from gateway.services.auth import Principal, ReadAuthenticator
 from gateway.services.errors import REQUEST_BYTES
+from gateway.services.paging import has_control_chars
 from gateway.store.reconcile import Run
 
 SERVICE = "/mrx.v1.ReconciliationService/"
@@ -78,10 +79,10 @@ class ReconciliationServicer(reconcile_pb2_grpc.ReconciliationServiceServicer):
             )
         if len(request.recognised_keyids) > MAX_KEYIDS:
             raise _too_many("recognised_keyids", MAX_KEYIDS)
-        bad = [k for k in request.recognised_keyids if not k or len(k) > 128]
+        bad = [k for k in request.recognised_keyids if not k or len(k) > 128 or has_control_chars(k)]
         if bad:
             raise InvalidArgument(
-                "recognised_keyids: each 1-128 characters",
+                "recognised_keyids: each 1-128 characters, no control characters",
                 violations=[FieldViolation("recognised_keyids", "each 1-128 characters")],
             )
         started = self._engine.start(
@@ -136,6 +137,8 @@ class ReconciliationServicer(reconcile_pb2_grpc.ReconciliationServiceServicer):
             if (
                 not e.record_key
                 or len(e.record_key) > 200
+                # Refused before SQL: PostgreSQL refuses NUL in text.
+                or has_control_chars(e.record_key)
                 or e.record_key.split("/", 1)[0] not in KIND_NUMBERS
             ):
                 violations.append(
@@ -203,7 +206,7 @@ class ReconciliationServicer(reconcile_pb2_grpc.ReconciliationServiceServicer):
         for run in runs:
             yield reconcile_pb2.ListRunsItem(run=_summary(run))
         last = await asyncio.to_thread(self._engine.last_complete, members)
-        now = self._engine_now()
+        now = self._engine.now()
         for code in members:
             when = last.get(code)
             if when is None or when < now - NOT_RECONCILED_WITHIN:
@@ -211,9 +214,6 @@ class ReconciliationServicer(reconcile_pb2_grpc.ReconciliationServiceServicer):
                 if when is not None:
                     item.last_complete.FromDatetime(when)
                 yield reconcile_pb2.ListRunsItem(not_reconciled=item)
-
-    def _engine_now(self) -> datetime:
-        return self._engine.now()
 
     def _members(self, principal: Principal) -> list[str]:
         return [
@@ -224,8 +224,6 @@ class ReconciliationServicer(reconcile_pb2_grpc.ReconciliationServiceServicer):
 
 
 def _summary(run: Run) -> reconcile_pb2.RunSummary:
-    from gateway.reconcile.engine import CLASSES, from_us
-
     out = reconcile_pb2.RunSummary(
         run_id=run.run_id,
         participant=run.participant,
