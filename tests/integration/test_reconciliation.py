@@ -229,6 +229,26 @@ def test_unsigned_and_malformed_requests_are_refused_precisely(
         grpc.StatusCode.NOT_FOUND,
         "REPORT_NOT_FOUND",
     )
+    # NUL and other control characters never reach SQL (PostgreSQL refuses NUL in text).
+    rpc_refusal(
+        lambda: js.call(
+            "CompareRecords",
+            C.CompareRecordsRequest(
+                run_id=run_id,
+                bits=0,
+                prefixes=[0],
+                entries=[C.RecordDigest(record_key="test_report/CN-JS/\x00", content_sha256=bytes(32))],
+            ),
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_FIELDS",
+        ("entries[0].record_key",),
+    )
+    rpc_refusal(
+        lambda: js.call("Heartbeat", C.HeartbeatRequest(run_id=run_id[:-1] + "\x00")),
+        grpc.StatusCode.NOT_FOUND,
+        "RUN_NOT_FOUND",
+    )
 
 
 def test_a_run_not_heard_from_within_its_lease_is_abandoned_never_completed(
