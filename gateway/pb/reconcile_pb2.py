@@ -27,17 +27,17 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from gateway.pb import envelope_pb2 as mrx_dot_v1_dot_envelope__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16mrx/v1/reconcile.proto\x12\x06mrx.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15mrx/v1/envelope.proto\"A\n\x0fStartRunRequest\x12\x13\n\x0bparticipant\x18\x01 \x01(\t\x12\x19\n\x11recognised_keyids\x18\x02 \x03(\t\"\x81\x01\n\x10StartRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlease_seconds\x18\x03 \x01(\r\x12\x16\n\x0e\x61\x62\x61ndoned_runs\x18\x04 \x01(\r\"\"\n\x10HeartbeatRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"D\n\x11HeartbeatResponse\x12/\n\x0blease_until\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x0c\x42ucketDigest\x12\x0e\n\x06prefix\x18\x01 \x01(\r\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\"\x82\x01\n\x15\x43ompareBucketsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04\x62its\x18\x02 \x01(\r\x12\x13\n\x0bparent_bits\x18\x03 \x01(\r\x12\x0f\n\x07parents\x18\x04 \x03(\r\x12%\n\x07\x62uckets\x18\x05 \x03(\x0b\x32\x14.mrx.v1.BucketDigest\"N\n\nBucketDiff\x12\x0e\n\x06prefix\x18\x01 \x01(\r\x12\x19\n\x11participant_count\x18\x02 \x01(\x04\x12\x15\n\rgateway_count\x18\x03 \x01(\x04\"?\n\x16\x43ompareBucketsResponse\x12%\n\tdiffering\x18\x01 \x03(\x0b\x32\x12.mrx.v1.BucketDiff\"Z\n\x0cRecordDigest\x12\x12\n\nrecord_key\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\r\n\x05state\x18\x03 \x01(\x05\x12\x16\n\x0e\x63ontent_sha256\x18\x04 \x01(\x0c\"n\n\x15\x43ompareRecordsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04\x62its\x18\x02 \x01(\r\x12\x10\n\x08prefixes\x18\x03 \x03(\r\x12%\n\x07\x65ntries\x18\x04 \x03(\x0b\x32\x14.mrx.v1.RecordDigest\"/\n\x16\x43ompareRecordsResponse\x12\x15\n\rdiscrepancies\x18\x01 \x01(\r\"7\n\nRowProblem\x12\r\n\x05where\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0b\n\x03why\x18\x03 \x01(\t\"_\n\x10\x46inishRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x15\n\rsnapshot_size\x18\x02 \x01(\x04\x12$\n\x08problems\x18\x03 \x03(\x0b\x32\x12.mrx.v1.RowProblem\"5\n\x11\x46inishRunResponse\x12 \n\x06report\x18\x01 \x01(\x0b\x32\x10.mrx.v1.Envelope\"f\n\nRecordSide\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\r\n\x05state\x18\x02 \x01(\x05\x12\x16\n\x0e\x63ontent_sha256\x18\x03 \x01(\x0c\x12\r\n\x05keyid\x18\x04 \x01(\t\x12\x11\n\tlog_index\x18\x05 \x01(\x04\"\x95\x01\n\x0b\x44iscrepancy\x12*\n\x08\x63\x61tegory\x18\x01 \x01(\x0e\x32\x18.mrx.v1.DiscrepancyClass\x12\x12\n\nrecord_key\x18\x02 \x01(\t\x12!\n\x05local\x18\x03 \x01(\x0b\x32\x12.mrx.v1.RecordSide\x12#\n\x07gateway\x18\x04 \x01(\x0b\x32\x12.mrx.v1.RecordSide\"G\n\nClassCount\x12*\n\x08\x63\x61tegory\x18\x01 \x01(\x0e\x32\x18.mrx.v1.DiscrepancyClass\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\"\x94\x03\n\x14ReconciliationReport\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rsnapshot_size\x18\x05 \x01(\x04\x12\x17\n\x0fgateway_records\x18\x06 \x01(\x04\x12#\n\x07summary\x18\x07 \x03(\x0b\x32\x12.mrx.v1.ClassCount\x12*\n\rdiscrepancies\x18\x08 \x03(\x0b\x32\x13.mrx.v1.Discrepancy\x12\x1d\n\x15\x64iscrepancies_omitted\x18\t \x01(\x04\x12$\n\x08problems\x18\n \x03(\x0b\x32\x12.mrx.v1.RowProblem\x12\x19\n\x11recognised_keyids\x18\x0b \x03(\t\x12\x15\n\rrequest_bytes\x18\x0c \x01(\x04\"\"\n\x10GetReportRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"5\n\x11GetReportResponse\x12 \n\x06report\x18\x01 \x01(\x0b\x32\x10.mrx.v1.Envelope\"5\n\x0fListRunsRequest\x12\x13\n\x0bparticipant\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"\xee\x01\n\nRunSummary\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12!\n\x06status\x18\x03 \x01(\x0e\x32\x11.mrx.v1.RunStatus\x12.\n\nstarted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rsnapshot_size\x18\x06 \x01(\x04\x12#\n\x07summary\x18\x07 \x03(\x0b\x32\x12.mrx.v1.ClassCount\"W\n\rNotReconciled\x12\x13\n\x0bparticipant\x18\x01 \x01(\t\x12\x31\n\rlast_complete\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"j\n\x0cListRunsItem\x12!\n\x03run\x18\x01 \x01(\x0b\x32\x12.mrx.v1.RunSummaryH\x00\x12/\n\x0enot_reconciled\x18\x02 \x01(\x0b\x32\x15.mrx.v1.NotReconciledH\x00\x42\x06\n\x04item*\x89\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_STATUS_RUNNING\x10\x01\x12\x17\n\x13RUN_STATUS_COMPLETE\x10\x02\x12\x15\n\x11RUN_STATUS_FAILED\x10\x03\x12\x18\n\x14RUN_STATUS_ABANDONED\x10\x04*\xba\x01\n\x10\x44iscrepancyClass\x12!\n\x1d\x44ISCREPANCY_CLASS_UNSPECIFIED\x10\x00\x12\x16\n\x12MISSING_AT_GATEWAY\x10\x01\x12\x13\n\x0fMISSING_LOCALLY\x10\x02\x12\x11\n\rSTATE_DIFFERS\x10\x03\x12\x13\n\x0fVERSION_DIFFERS\x10\x04\x12\x13\n\x0f\x43ONTENT_DIFFERS\x10\x05\x12\x19\n\x15\x46OREIGN_KEY_SIGNATURE\x10\x06\x32\xfb\x03\n\x15ReconciliationService\x12=\n\x08StartRun\x12\x17.mrx.v1.StartRunRequest\x1a\x18.mrx.v1.StartRunResponse\x12@\n\tHeartbeat\x12\x18.mrx.v1.HeartbeatRequest\x1a\x19.mrx.v1.HeartbeatResponse\x12O\n\x0e\x43ompareBuckets\x12\x1d.mrx.v1.CompareBucketsRequest\x1a\x1e.mrx.v1.CompareBucketsResponse\x12O\n\x0e\x43ompareRecords\x12\x1d.mrx.v1.CompareRecordsRequest\x1a\x1e.mrx.v1.CompareRecordsResponse\x12@\n\tFinishRun\x12\x18.mrx.v1.FinishRunRequest\x1a\x19.mrx.v1.FinishRunResponse\x12@\n\tGetReport\x12\x18.mrx.v1.GetReportRequest\x1a\x19.mrx.v1.GetReportResponse\x12;\n\x08ListRuns\x12\x17.mrx.v1.ListRunsRequest\x1a\x14.mrx.v1.ListRunsItem0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16mrx/v1/reconcile.proto\x12\x06mrx.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15mrx/v1/envelope.proto\"A\n\x0fStartRunRequest\x12\x13\n\x0bparticipant\x18\x01 \x01(\t\x12\x19\n\x11recognised_keyids\x18\x02 \x03(\t\"\x81\x01\n\x10StartRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlease_seconds\x18\x03 \x01(\r\x12\x16\n\x0e\x61\x62\x61ndoned_runs\x18\x04 \x01(\r\"\"\n\x10HeartbeatRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"D\n\x11HeartbeatResponse\x12/\n\x0blease_until\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x0c\x42ucketDigest\x12\x0e\n\x06prefix\x18\x01 \x01(\r\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\"\x82\x01\n\x15\x43ompareBucketsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04\x62its\x18\x02 \x01(\r\x12\x13\n\x0bparent_bits\x18\x03 \x01(\r\x12\x0f\n\x07parents\x18\x04 \x03(\r\x12%\n\x07\x62uckets\x18\x05 \x03(\x0b\x32\x14.mrx.v1.BucketDigest\"N\n\nBucketDiff\x12\x0e\n\x06prefix\x18\x01 \x01(\r\x12\x19\n\x11participant_count\x18\x02 \x01(\x04\x12\x15\n\rgateway_count\x18\x03 \x01(\x04\"?\n\x16\x43ompareBucketsResponse\x12%\n\tdiffering\x18\x01 \x03(\x0b\x32\x12.mrx.v1.BucketDiff\"Z\n\x0cRecordDigest\x12\x12\n\nrecord_key\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\r\n\x05state\x18\x03 \x01(\x05\x12\x16\n\x0e\x63ontent_sha256\x18\x04 \x01(\x0c\"n\n\x15\x43ompareRecordsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04\x62its\x18\x02 \x01(\r\x12\x10\n\x08prefixes\x18\x03 \x03(\r\x12%\n\x07\x65ntries\x18\x04 \x03(\x0b\x32\x14.mrx.v1.RecordDigest\"/\n\x16\x43ompareRecordsResponse\x12\x15\n\rdiscrepancies\x18\x01 \x01(\r\"7\n\nRowProblem\x12\r\n\x05where\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0b\n\x03why\x18\x03 \x01(\t\"p\n\x10\x46inishRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x15\n\rsnapshot_size\x18\x02 \x01(\x04\x12$\n\x08problems\x18\x03 \x03(\x0b\x32\x12.mrx.v1.RowProblem\x12\x0f\n\x07\x66\x61ilure\x18\x04 \x01(\t\"5\n\x11\x46inishRunResponse\x12 \n\x06report\x18\x01 \x01(\x0b\x32\x10.mrx.v1.Envelope\"f\n\nRecordSide\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\r\n\x05state\x18\x02 \x01(\x05\x12\x16\n\x0e\x63ontent_sha256\x18\x03 \x01(\x0c\x12\r\n\x05keyid\x18\x04 \x01(\t\x12\x11\n\tlog_index\x18\x05 \x01(\x04\"\x95\x01\n\x0b\x44iscrepancy\x12*\n\x08\x63\x61tegory\x18\x01 \x01(\x0e\x32\x18.mrx.v1.DiscrepancyClass\x12\x12\n\nrecord_key\x18\x02 \x01(\t\x12!\n\x05local\x18\x03 \x01(\x0b\x32\x12.mrx.v1.RecordSide\x12#\n\x07gateway\x18\x04 \x01(\x0b\x32\x12.mrx.v1.RecordSide\"G\n\nClassCount\x12*\n\x08\x63\x61tegory\x18\x01 \x01(\x0e\x32\x18.mrx.v1.DiscrepancyClass\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\"\x94\x03\n\x14ReconciliationReport\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rsnapshot_size\x18\x05 \x01(\x04\x12\x17\n\x0fgateway_records\x18\x06 \x01(\x04\x12#\n\x07summary\x18\x07 \x03(\x0b\x32\x12.mrx.v1.ClassCount\x12*\n\rdiscrepancies\x18\x08 \x03(\x0b\x32\x13.mrx.v1.Discrepancy\x12\x1d\n\x15\x64iscrepancies_omitted\x18\t \x01(\x04\x12$\n\x08problems\x18\n \x03(\x0b\x32\x12.mrx.v1.RowProblem\x12\x19\n\x11recognised_keyids\x18\x0b \x03(\t\x12\x15\n\rrequest_bytes\x18\x0c \x01(\x04\"\"\n\x10GetReportRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"5\n\x11GetReportResponse\x12 \n\x06report\x18\x01 \x01(\x0b\x32\x10.mrx.v1.Envelope\"5\n\x0fListRunsRequest\x12\x13\n\x0bparticipant\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"\xff\x01\n\nRunSummary\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12!\n\x06status\x18\x03 \x01(\x0e\x32\x11.mrx.v1.RunStatus\x12.\n\nstarted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rsnapshot_size\x18\x06 \x01(\x04\x12#\n\x07summary\x18\x07 \x03(\x0b\x32\x12.mrx.v1.ClassCount\x12\x0f\n\x07\x66\x61ilure\x18\x08 \x01(\t\"W\n\rNotReconciled\x12\x13\n\x0bparticipant\x18\x01 \x01(\t\x12\x31\n\rlast_complete\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"j\n\x0cListRunsItem\x12!\n\x03run\x18\x01 \x01(\x0b\x32\x12.mrx.v1.RunSummaryH\x00\x12/\n\x0enot_reconciled\x18\x02 \x01(\x0b\x32\x15.mrx.v1.NotReconciledH\x00\x42\x06\n\x04item*\x89\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_STATUS_RUNNING\x10\x01\x12\x17\n\x13RUN_STATUS_COMPLETE\x10\x02\x12\x15\n\x11RUN_STATUS_FAILED\x10\x03\x12\x18\n\x14RUN_STATUS_ABANDONED\x10\x04*\xba\x01\n\x10\x44iscrepancyClass\x12!\n\x1d\x44ISCREPANCY_CLASS_UNSPECIFIED\x10\x00\x12\x16\n\x12MISSING_AT_GATEWAY\x10\x01\x12\x13\n\x0fMISSING_LOCALLY\x10\x02\x12\x11\n\rSTATE_DIFFERS\x10\x03\x12\x13\n\x0fVERSION_DIFFERS\x10\x04\x12\x13\n\x0f\x43ONTENT_DIFFERS\x10\x05\x12\x19\n\x15\x46OREIGN_KEY_SIGNATURE\x10\x06\x32\xfb\x03\n\x15ReconciliationService\x12=\n\x08StartRun\x12\x17.mrx.v1.StartRunRequest\x1a\x18.mrx.v1.StartRunResponse\x12@\n\tHeartbeat\x12\x18.mrx.v1.HeartbeatRequest\x1a\x19.mrx.v1.HeartbeatResponse\x12O\n\x0e\x43ompareBuckets\x12\x1d.mrx.v1.CompareBucketsRequest\x1a\x1e.mrx.v1.CompareBucketsResponse\x12O\n\x0e\x43ompareRecords\x12\x1d.mrx.v1.CompareRecordsRequest\x1a\x1e.mrx.v1.CompareRecordsResponse\x12@\n\tFinishRun\x12\x18.mrx.v1.FinishRunRequest\x1a\x19.mrx.v1.FinishRunResponse\x12@\n\tGetReport\x12\x18.mrx.v1.GetReportRequest\x1a\x19.mrx.v1.GetReportResponse\x12;\n\x08ListRuns\x12\x17.mrx.v1.ListRunsRequest\x1a\x14.mrx.v1.ListRunsItem0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gateway.pb.reconcile_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNSTATUS']._serialized_start=2519
-  _globals['_RUNSTATUS']._serialized_end=2656
-  _globals['_DISCREPANCYCLASS']._serialized_start=2659
-  _globals['_DISCREPANCYCLASS']._serialized_end=2845
+  _globals['_RUNSTATUS']._serialized_start=2553
+  _globals['_RUNSTATUS']._serialized_end=2690
+  _globals['_DISCREPANCYCLASS']._serialized_start=2693
+  _globals['_DISCREPANCYCLASS']._serialized_end=2879
   _globals['_STARTRUNREQUEST']._serialized_start=90
   _globals['_STARTRUNREQUEST']._serialized_end=155
   _globals['_STARTRUNRESPONSE']._serialized_start=158
@@ -63,29 +63,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROWPROBLEM']._serialized_start=989
   _globals['_ROWPROBLEM']._serialized_end=1044
   _globals['_FINISHRUNREQUEST']._serialized_start=1046
-  _globals['_FINISHRUNREQUEST']._serialized_end=1141
-  _globals['_FINISHRUNRESPONSE']._serialized_start=1143
-  _globals['_FINISHRUNRESPONSE']._serialized_end=1196
-  _globals['_RECORDSIDE']._serialized_start=1198
-  _globals['_RECORDSIDE']._serialized_end=1300
-  _globals['_DISCREPANCY']._serialized_start=1303
-  _globals['_DISCREPANCY']._serialized_end=1452
-  _globals['_CLASSCOUNT']._serialized_start=1454
-  _globals['_CLASSCOUNT']._serialized_end=1525
-  _globals['_RECONCILIATIONREPORT']._serialized_start=1528
-  _globals['_RECONCILIATIONREPORT']._serialized_end=1932
-  _globals['_GETREPORTREQUEST']._serialized_start=1934
-  _globals['_GETREPORTREQUEST']._serialized_end=1968
-  _globals['_GETREPORTRESPONSE']._serialized_start=1970
-  _globals['_GETREPORTRESPONSE']._serialized_end=2023
-  _globals['_LISTRUNSREQUEST']._serialized_start=2025
-  _globals['_LISTRUNSREQUEST']._serialized_end=2078
-  _globals['_RUNSUMMARY']._serialized_start=2081
-  _globals['_RUNSUMMARY']._serialized_end=2319
-  _globals['_NOTRECONCILED']._serialized_start=2321
-  _globals['_NOTRECONCILED']._serialized_end=2408
-  _globals['_LISTRUNSITEM']._serialized_start=2410
-  _globals['_LISTRUNSITEM']._serialized_end=2516
-  _globals['_RECONCILIATIONSERVICE']._serialized_start=2848
-  _globals['_RECONCILIATIONSERVICE']._serialized_end=3355
+  _globals['_FINISHRUNREQUEST']._serialized_end=1158
+  _globals['_FINISHRUNRESPONSE']._serialized_start=1160
+  _globals['_FINISHRUNRESPONSE']._serialized_end=1213
+  _globals['_RECORDSIDE']._serialized_start=1215
+  _globals['_RECORDSIDE']._serialized_end=1317
+  _globals['_DISCREPANCY']._serialized_start=1320
+  _globals['_DISCREPANCY']._serialized_end=1469
+  _globals['_CLASSCOUNT']._serialized_start=1471
+  _globals['_CLASSCOUNT']._serialized_end=1542
+  _globals['_RECONCILIATIONREPORT']._serialized_start=1545
+  _globals['_RECONCILIATIONREPORT']._serialized_end=1949
+  _globals['_GETREPORTREQUEST']._serialized_start=1951
+  _globals['_GETREPORTREQUEST']._serialized_end=1985
+  _globals['_GETREPORTRESPONSE']._serialized_start=1987
+  _globals['_GETREPORTRESPONSE']._serialized_end=2040
+  _globals['_LISTRUNSREQUEST']._serialized_start=2042
+  _globals['_LISTRUNSREQUEST']._serialized_end=2095
+  _globals['_RUNSUMMARY']._serialized_start=2098
+  _globals['_RUNSUMMARY']._serialized_end=2353
+  _globals['_NOTRECONCILED']._serialized_start=2355
+  _globals['_NOTRECONCILED']._serialized_end=2442
+  _globals['_LISTRUNSITEM']._serialized_start=2444
+  _globals['_LISTRUNSITEM']._serialized_end=2550
+  _globals['_RECONCILIATIONSERVICE']._serialized_start=2882
+  _globals['_RECONCILIATIONSERVICE']._serialized_end=3389
 # @@protoc_insertion_point(module_scope)

@@ -422,9 +422,14 @@ class FinishRunRequest(_message.Message):
     RUN_ID_FIELD_NUMBER: _builtins.int
     SNAPSHOT_SIZE_FIELD_NUMBER: _builtins.int
     PROBLEMS_FIELD_NUMBER: _builtins.int
+    FAILURE_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     snapshot_size: _builtins.int
     """Rows in the participant's snapshot, mapped or not."""
+    failure: _builtins.str
+    """Set when the participant could not take its snapshot (its source failed): the run
+    is marked FAILED with this reason (at most 500 characters) and gets no report.
+    """
     @_builtins.property
     def problems(self) -> _containers.RepeatedCompositeFieldContainer[Global___RowProblem]: ...
     def __init__(
@@ -433,10 +438,11 @@ class FinishRunRequest(_message.Message):
         run_id: _builtins.str = ...,
         snapshot_size: _builtins.int = ...,
         problems: _abc.Iterable[Global___RowProblem] | None = ...,
+        failure: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["problems", b"problems", "run_id", b"run_id", "snapshot_size", b"snapshot_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure", "problems", b"problems", "run_id", b"run_id", "snapshot_size", b"snapshot_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -450,7 +456,8 @@ class FinishRunResponse(_message.Message):
     @_builtins.property
     def report(self) -> _envelope_pb2.Envelope:
         """DSSE envelope, payload type application/vnd.mrx.reconciliation-report.v1+protobuf,
-        payload a serialized ReconciliationReport, signed by the gateway key.
+        payload a serialized ReconciliationReport, signed by the gateway key. Unset for a
+        failed run.
         """
 
     def __init__(
@@ -690,10 +697,13 @@ class RunSummary(_message.Message):
     ENDED_AT_FIELD_NUMBER: _builtins.int
     SNAPSHOT_SIZE_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
+    FAILURE_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     participant: _builtins.str
     status: Global___RunStatus.ValueType
     snapshot_size: _builtins.int
+    failure: _builtins.str
+    """Why a FAILED run failed, as its participant said."""
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -712,10 +722,11 @@ class RunSummary(_message.Message):
         ended_at: _timestamp_pb2.Timestamp | None = ...,
         snapshot_size: _builtins.int = ...,
         summary: _abc.Iterable[Global___ClassCount] | None = ...,
+        failure: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "participant", b"participant", "run_id", b"run_id", "snapshot_size", b"snapshot_size", "started_at", b"started_at", "status", b"status", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "failure", b"failure", "participant", b"participant", "run_id", b"run_id", "snapshot_size", b"snapshot_size", "started_at", b"started_at", "status", b"status", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -121,7 +121,7 @@ class ReconciliationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def FinishRun(self, request, context):
-        """Ends the run: the gateway adds the records signed by a key the participant does
+        """Ends the run (or, with `failure` set, records that it failed: no report): the gateway adds the records signed by a key the participant does
         not recognise, builds the report, signs it and stores it with the run marked
         COMPLETE, in one transaction. A run has at most one report. NOT_FOUND
         RUN_NOT_FOUND; PERMISSION_DENIED NOT_OWN_RECORDS; FAILED_PRECONDITION

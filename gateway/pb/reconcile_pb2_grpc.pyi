@@ -73,7 +73,7 @@ class ReconciliationServiceStub:
     PERMISSION_DENIED NOT_OWN_RECORDS; FAILED_PRECONDITION RUN_NOT_RUNNING.
     """
     FinishRun: _grpc.UnaryUnaryMultiCallable[_reconcile_pb2.FinishRunRequest, _reconcile_pb2.FinishRunResponse]
-    """Ends the run: the gateway adds the records signed by a key the participant does
+    """Ends the run (or, with `failure` set, records that it failed: no report): the gateway adds the records signed by a key the participant does
     not recognise, builds the report, signs it and stores it with the run marked
     COMPLETE, in one transaction. A run has at most one report. NOT_FOUND
     RUN_NOT_FOUND; PERMISSION_DENIED NOT_OWN_RECORDS; FAILED_PRECONDITION
@@ -128,7 +128,7 @@ class ReconciliationServiceAsyncStub(ReconciliationServiceStub):
     PERMISSION_DENIED NOT_OWN_RECORDS; FAILED_PRECONDITION RUN_NOT_RUNNING.
     """
     FinishRun: _aio.UnaryUnaryMultiCallable[_reconcile_pb2.FinishRunRequest, _reconcile_pb2.FinishRunResponse]  # type: ignore[assignment]
-    """Ends the run: the gateway adds the records signed by a key the participant does
+    """Ends the run (or, with `failure` set, records that it failed: no report): the gateway adds the records signed by a key the participant does
     not recognise, builds the report, signs it and stores it with the run marked
     COMPLETE, in one transaction. A run has at most one report. NOT_FOUND
     RUN_NOT_FOUND; PERMISSION_DENIED NOT_OWN_RECORDS; FAILED_PRECONDITION
@@ -210,7 +210,7 @@ class ReconciliationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _reconcile_pb2.FinishRunRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_reconcile_pb2.FinishRunResponse, _abc.Awaitable[_reconcile_pb2.FinishRunResponse]]:
-        """Ends the run: the gateway adds the records signed by a key the participant does
+        """Ends the run (or, with `failure` set, records that it failed: no report): the gateway adds the records signed by a key the participant does
         not recognise, builds the report, signs it and stores it with the run marked
         COMPLETE, in one transaction. A run has at most one report. NOT_FOUND
         RUN_NOT_FOUND; PERMISSION_DENIED NOT_OWN_RECORDS; FAILED_PRECONDITION

@@ -200,7 +200,7 @@ def cmd_run(
 ) -> int:
     import grpc
 
-    from gateway.reconcile.participant import reconcile
+    from gateway.reconcile.participant import SnapshotFailed, reconcile
 
     recognised = _recognised(args, federation_dir)
     rows = _snapshot(args)
@@ -222,6 +222,9 @@ def cmd_run(
                 _offer_missing(client, result.missing_at_gateway, yes=args.yes)
     except grpc.RpcError as exc:
         return gateway_failure(exc, args.address)
+    except SnapshotFailed as exc:
+        print(f"mrx: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_FOUND if _found(result.report) else EXIT_CLEAN
 
 
@@ -311,6 +314,7 @@ def cmd_list(
                             "started_at": _time(r.started_at),
                             "ended_at": _time(r.ended_at) if r.HasField("ended_at") else None,
                             "snapshot_size": r.snapshot_size,
+                            "failure": r.failure or None,
                             "summary": {
                                 CLASS_NAMES.get(c.category, str(c.category)): c.count for c in r.summary
                             },
@@ -341,6 +345,9 @@ def cmd_list(
         )
     if not runs:
         print("(no runs)")
+    for r in runs:
+        if r.failure:
+            print(f"  {r.run_id} failed: {r.failure}")
     print("\nnot reconciled in the last 24 hours")
     for b in behind:
         last = _time(b.last_complete) if b.HasField("last_complete") else "never"

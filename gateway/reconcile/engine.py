@@ -282,6 +282,14 @@ class Reconciler:
             raise self._not_running(run.run_id)
         return envelope
 
+    def fail(self, run: Run, *, snapshot_size: int, failure: str) -> None:
+        """The participant could not take its snapshot: the run failed, with no report."""
+        now = self._clock()
+        if not self._store.fail(
+            run.run_id, now_us=us(now), lease_us=self._lease_us, snapshot_size=snapshot_size, failure=failure
+        ):
+            raise self._not_running(run.run_id)
+
     def report(self, run: Run) -> envelope_pb2.Envelope:
         raw = self._store.report(run.run_id)
         if raw is None:

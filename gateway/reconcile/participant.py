@@ -67,6 +67,14 @@ class RunResult:
     bytes_received: int
 
 
+class SnapshotFailed(Exception):
+    """The snapshot could not be read; the run was marked failed at the gateway."""
+
+    def __init__(self, run_id: str, why: str):
+        super().__init__(f"the snapshot could not be read ({why}); run {run_id} marked failed")
+        self.run_id = run_id
+
+
 def first_bits(n: int) -> int:
     """Depth of the first comparison: about 64 records per bucket."""
     return max(0, min(MAX_FIRST_BITS, math.ceil(math.log2(max(n, 1) / 64)) if n > 64 else 0))
@@ -134,7 +142,14 @@ def reconcile(
             last_beat = time.monotonic()
         say("read", 1)
 
-    snap = read_snapshot(rows, on_row=on_row)
+    try:
+        snap = read_snapshot(rows, on_row=on_row)
+    except Exception as err:
+        # The source failed (an adapter's database went away, a file vanished): the run
+        # is recorded as failed rather than left to lapse, and the error goes on up.
+        why = f"{type(err).__name__}: {err}"[:500]
+        client.call("FinishRun", reconcile_pb2.FinishRunRequest(run_id=run_id, failure=why))
+        raise SnapshotFailed(run_id, why) from err
     entries = list(snap.entries.values())
     bits = first_bits(len(entries))
     mine = aggregate(((e.key_hash, e.leaf) for e in entries), bits)

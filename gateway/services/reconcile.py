@@ -172,6 +172,9 @@ class ReconciliationServicer(reconcile_pb2_grpc.ReconciliationServiceServicer):
             for p in request.problems
         ]
         self._engine.touch(run, len(REQUEST_BYTES.get()))
+        if request.failure:
+            self._engine.fail(run, snapshot_size=request.snapshot_size, failure=request.failure[:500])
+            return reconcile_pb2.FinishRunResponse()
         envelope = self._engine.finish(run, snapshot_size=request.snapshot_size, problems=problems)
         return reconcile_pb2.FinishRunResponse(report=envelope)
 
@@ -229,6 +232,7 @@ def _summary(run: Run) -> reconcile_pb2.RunSummary:
         participant=run.participant,
         status=run.status,  # type: ignore[arg-type]
         snapshot_size=run.snapshot_size or 0,
+        failure=run.failure,
         summary=[reconcile_pb2.ClassCount(category=c, count=run.summary.get(int(c), 0)) for c in CLASSES]
         if run.summary
         else [],

@@ -56,6 +56,7 @@ class Run:
     recognised_keyids: tuple[str, ...]
     request_bytes: int
     summary: dict[int, int]
+    failure: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,7 @@ def _run(row: Any) -> Run:
         recognised_keyids=tuple(json.loads(row.recognised_keyids)),
         request_bytes=row.request_bytes,
         summary={int(k): int(v) for k, v in json.loads(row.summary or "{}").items()},
+        failure=row.failure or "",
     )
 
 
@@ -302,6 +304,17 @@ class ReconcileStore:
                 insert(reconcile_reports).values(run_id=run_id, created_at_us=now_us, envelope=envelope)
             )
         return True
+
+    def fail(self, run_id: str, *, now_us: int, lease_us: int, snapshot_size: int, failure: str) -> bool:
+        """Mark a running run FAILED; False if it is no longer running."""
+        r = reconcile_runs.c
+        with self._engines.writer.begin() as conn:
+            done = conn.execute(
+                update(reconcile_runs)
+                .where(r.run_id == run_id, r.status == RUNNING, r.heartbeat_at_us >= now_us - lease_us)
+                .values(status=FAILED, ended_at_us=now_us, snapshot_size=snapshot_size, failure=failure)
+            ).rowcount
+        return bool(done)
 
     def report(self, run_id: str) -> bytes | None:
         with self._engines.reader.connect() as conn:

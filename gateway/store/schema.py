@@ -193,6 +193,8 @@ reconcile_runs = Table(
     Column("request_bytes", BigInteger, nullable=False),
     # JSON {class number: count} once complete.
     Column("summary", Text, nullable=True),
+    # Why a failed run failed, as its participant said.
+    Column("failure", Text, nullable=True),
 )
 Index("ix_reconcile_runs_participant", reconcile_runs.c.participant, reconcile_runs.c.started_at_us)
 Index("ix_reconcile_runs_status", reconcile_runs.c.status)

@@ -381,3 +381,22 @@ def test_an_sm2_participant_reconciles_like_any_other(
     assert [(d.category, d.record_key) for d in result.report.discrepancies] == [
         (C.STATE_DIFFERS, certs[4].key)
     ]
+
+
+def test_a_snapshot_that_cannot_be_read_fails_the_run_without_a_report(
+    gateway: Any, reconcile_client: Any, certs_of: Any, rpc_refusal: Any
+) -> None:
+    from gateway.reconcile.participant import SnapshotFailed
+
+    def broken() -> Iterator[Row]:
+        yield from rows(certs_of("CN-JS", 2))
+        raise ConnectionError("the provincial database went away")
+
+    js = reconcile_client("CN-JS")
+    with pytest.raises(SnapshotFailed) as failed:
+        reconcile(js, participant="CN-JS", rows=broken(), recognised_keyids=[])
+    runs = [i.run for i in js.list_runs() if i.WhichOneof("item") == "run"]
+    assert [(r.run_id, r.status, r.failure) for r in runs] == [
+        (failed.value.run_id, C.RUN_STATUS_FAILED, "ConnectionError: the provincial database went away")
+    ]
+    rpc_refusal(lambda: js.get_report(failed.value.run_id), grpc.StatusCode.NOT_FOUND, "REPORT_NOT_FOUND")

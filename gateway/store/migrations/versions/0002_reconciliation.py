@@ -44,6 +44,7 @@ def upgrade() -> None:
         sa.Column("recognised_keyids", sa.Text, nullable=False),
         sa.Column("request_bytes", sa.BigInteger, nullable=False),
         sa.Column("summary", sa.Text, nullable=True),
+        sa.Column("failure", sa.Text, nullable=True),
     )
     op.create_index("ix_reconcile_runs_participant", "reconcile_runs", ["participant", "started_at_us"])
     op.create_index("ix_reconcile_runs_status", "reconcile_runs", ["status"])
