@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from gateway.reconcile.digests import key_hash, leaf
@@ -177,14 +177,19 @@ class ReconcileStore:
             yield from ((khash, value) for khash, value in result)
 
     def records_in(self, issuer: str, ranges: Sequence[tuple[int, int]]) -> list[StoredRecord]:
-        """The records of ``issuer`` whose key hash lies in one of the [lo, hi) ranges."""
+        """The records of ``issuer`` whose key hash lies in one of the [lo, hi) ranges.
+
+        One index range probe per range: SQLite plans an OR of ranges as a scan of the
+        participant's rows (measured: a million-row scan per 64 buckets)."""
         d = reconcile_digests.c
         cols = (d.record_key, d.key_hash, d.log_index, d.version, d.state, d.content_sha256, d.keyid, d.leaf)
+        query = select(*cols).where(
+            d.issuer == issuer, d.key_hash >= bindparam("lo"), d.key_hash < bindparam("hi")
+        )
         out: list[StoredRecord] = []
         with self._engines.reader.connect() as conn:
-            for i in range(0, len(ranges), 64):
-                cond = or_(*(and_(d.key_hash >= lo, d.key_hash < hi) for lo, hi in ranges[i : i + 64]))
-                out += [StoredRecord(*r) for r in conn.execute(select(*cols).where(d.issuer == issuer, cond))]
+            for lo, hi in ranges:
+                out += [StoredRecord(*r) for r in conn.execute(query, {"lo": lo, "hi": hi})]
         return out
 
     def foreign_signed(self, issuer: str, recognised: Iterable[str]) -> list[StoredRecord]:
