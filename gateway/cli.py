@@ -637,6 +637,18 @@ def _add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     check.set_defaults(func=_cmd_audit_self_check)
 
 
+def _add_reconcile_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from gateway.reconcile.commands import add_parser
+
+    add_parser(
+        sub,
+        client_tls_args=_add_client_tls_args,
+        client_tls=_client_tls,
+        gateway_failure=_gateway_failure,
+        federation_dir=default_federation_dir,
+    )
+
+
 # --- mrx db ----------------------------------------------------------------------------
 
 
@@ -986,6 +998,7 @@ def build_parser() -> argparse.ArgumentParser:
     from adapters.cli import add_adapter_parser
 
     add_adapter_parser(sub)
+    _add_reconcile_parser(sub)
     return parser
 
 

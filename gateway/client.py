@@ -619,3 +619,75 @@ class AuditClient:
             if not page.next_page_token:
                 return
             request.page_token = page.next_page_token
+
+
+class ReportError(ReceiptError):
+    """A reconciliation report did not verify against the gateway's key."""
+
+
+def verify_report(envelope: envelope_pb2.Envelope, gateway_keys: dict[str, PublicKey]) -> Any:
+    """Check a reconciliation report's type and gateway signature; return the
+    ReconciliationReport."""
+    from gateway.pb import reconcile_pb2
+    from gateway.reconcile.digests import REPORT_PAYLOAD_TYPE
+
+    if len(envelope.signatures) != 1:
+        raise ReportError("a report carries exactly one signature")
+    try:
+        verify_envelope(envelope, payload_type=REPORT_PAYLOAD_TYPE, keys=gateway_keys, what="report")
+    except SignatureError as err:
+        raise ReportError(str(err)) from None
+    return reconcile_pb2.ReconciliationReport.FromString(envelope.payload)
+
+
+class ReconcileClient(GatewayClient):
+    """Signed calls of ReconciliationService (proto/mrx/v1/reconcile.proto); the driver of
+    a run is gateway.reconcile.participant.reconcile. Counts the bytes it exchanges."""
+
+    def __init__(self, target: str, *, clock: Any = None, **kwargs: Any):
+        from gateway.pb import reconcile_pb2_grpc
+
+        super().__init__(target, **kwargs)
+        self.reconciliation = reconcile_pb2_grpc.ReconciliationServiceStub(self._channel)
+        self._clock = clock
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    def __enter__(self) -> ReconcileClient:
+        return self
+
+    def now(self) -> datetime:
+        return self._clock() if self._clock is not None else datetime.now(UTC)
+
+    def call(self, name: str, request: Any, *, timeout: float | None = None) -> Any:
+        if self.signer is None or self.sender is None:
+            raise ValueError("reconciliation calls are signed: this client needs a sender and signer")
+        raw = request.SerializeToString()
+        metadata = sign_read(
+            signer=self.signer,
+            principal=self.sender,
+            method=f"/mrx.v1.ReconciliationService/{name}",
+            request=raw,
+            now=self.now(),
+        )
+        response = getattr(self.reconciliation, name)(
+            request, metadata=metadata, timeout=timeout or self.timeout
+        )
+        if name == "ListRuns":
+            return response
+        self.bytes_sent += len(raw)
+        self.bytes_received += response.ByteSize()
+        return response
+
+    def get_report(self, run_id: str) -> Any:
+        """The verified ReconciliationReport of a run."""
+        from gateway.pb import reconcile_pb2
+
+        response = self.call("GetReport", reconcile_pb2.GetReportRequest(run_id=run_id))
+        return verify_report(response.report, self.gateway_keys)
+
+    def list_runs(self, *, participant: str = "", limit: int = 0) -> Iterator[Any]:
+        """ListRunsItem messages: runs newest first, then members not reconciled in 24 h."""
+        from gateway.pb import reconcile_pb2
+
+        yield from self.call("ListRuns", reconcile_pb2.ListRunsRequest(participant=participant, limit=limit))

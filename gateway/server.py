@@ -39,9 +39,12 @@ from gateway.pb import (
     exchange_pb2_grpc,
     recognition_pb2,
     recognition_pb2_grpc,
+    reconcile_pb2,
+    reconcile_pb2_grpc,
     registry_pb2,
     registry_pb2_grpc,
 )
+from gateway.reconcile.engine import DEFAULT_LEASE, Reconciler
 from gateway.registry.federation import Federation, Role
 from gateway.services.audit import AuditServicer
 from gateway.services.auth import ReadAuthenticator, ReadLimits
@@ -49,6 +52,7 @@ from gateway.services.bursts import STORE_FAILURES
 from gateway.services.errors import ErrorInterceptor
 from gateway.services.exchange import ExchangeServicer
 from gateway.services.recognition import RecognitionServicer
+from gateway.services.reconcile import ReconciliationServicer
 from gateway.services.registry import RegistryServicer
 from gateway.services.subscribe import Subscriptions
 from gateway.store.audit_reads import AuditStore
@@ -56,6 +60,7 @@ from gateway.store.checkpoints import CheckpointStore
 from gateway.store.engine import Engines
 from gateway.store.feed_reads import FeedReads
 from gateway.store.reads import ReadStore
+from gateway.store.reconcile import ReconcileStore
 from gateway.store.record_reads import RecordReads
 from gateway.tls.transport import PLAINTEXT_FLAGS, ServerTls, is_loopback
 
@@ -66,6 +71,7 @@ SERVICE_NAMES = (
     registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     recognition_pb2.DESCRIPTOR.services_by_name["RecognitionService"].full_name,
+    reconcile_pb2.DESCRIPTOR.services_by_name["ReconciliationService"].full_name,
 )
 # A SubmitBatch of up to 16 MiB of envelopes plus framing. Above the envelope limit, so
 # an oversized envelope gets a precise INVALID_ARGUMENT instead of a bare
@@ -315,6 +321,7 @@ def start_gateway(
     feed_limits: FeedLimits | None = None,
     jobs: JobSettings | None = None,
     reconciliation: ReconciliationProvider | None = None,
+    reconcile_lease: timedelta = DEFAULT_LEASE,
 ) -> Gateway:
     """Start serving; ``tls`` is a ``ServerTls`` (with ``client_ca``: mutual TLS), or the
     older (certificate chain PEM, private key PEM) pair for server-only TLS, or None for
@@ -374,6 +381,17 @@ def start_gateway(
     feed = ChangeFeed(FeedReads(engines), limits=feed_limits)
     client.add_commit_listener(feed.committed)
 
+    reconciler = Reconciler(
+        ReconcileStore(engines), gateway_key=gateway_key, clock=clock, lease=reconcile_lease
+    )
+    # Runs left "running" by a gateway that died are abandoned once their lease lapses
+    # (again at each participant's next start and at each listing, so a failure here
+    # only delays it).
+    try:
+        reconciler.abandon_stale()
+    except Exception as exc:  # the schema check is the store's job; serving must not wait on this
+        log.warning("could not mark stale reconciliation runs abandoned at start: %s", type(exc).__name__)
+
     async def build() -> tuple[grpc.aio.Server, int, aio_health.HealthServicer]:
         server = grpc.aio.server(
             # Outermost first: it counts and ids the status ErrorInterceptor settles on.
@@ -413,6 +431,9 @@ def start_gateway(
                 federation=federation,
             ),
             server,
+        )
+        reconcile_pb2_grpc.add_ReconciliationServiceServicer_to_server(
+            ReconciliationServicer(federation=federation, auth=auth, reconciler=reconciler), server
         )
         health_servicer = aio_health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

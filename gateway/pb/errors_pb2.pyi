@@ -60,6 +60,10 @@ class ErrorReason(_message.Message):
         """consistency proof sizes out of order"""
         EMPTY_BATCH: ErrorReason._Value.ValueType  # 8
         """SubmitBatch with no envelopes"""
+        BAD_BUCKETS: ErrorReason._Value.ValueType  # 11
+        """reconciliation buckets out of range, duplicated or outside their parents"""
+        TOO_MANY_ITEMS: ErrorReason._Value.ValueType  # 12
+        """a reconciliation call over its item limit (buckets, entries, rows)"""
         UNKNOWN_KEY: ErrorReason._Value.ValueType  # 20
         """UNAUTHENTICATED: the signature could not be tied to a valid federation key.
         key id not in the federation
@@ -99,6 +103,8 @@ class ErrorReason(_message.Message):
         """the mTLS client certificate is another participant's"""
         OUTSIDE_JURISDICTION: ErrorReason._Value.ValueType  # 45
         """an identifier the federation file declares for another member"""
+        NOT_OWN_RECORDS: ErrorReason._Value.ValueType  # 48
+        """reconciling another participant's records or run"""
         MESSAGE_ID_REUSED: ErrorReason._Value.ValueType  # 50
         """ALREADY_EXISTS
         the sender used this message id for other bytes
@@ -111,6 +117,8 @@ class ErrorReason(_message.Message):
         """version not newer than the stored one"""
         ILLEGAL_TRANSITION: ErrorReason._Value.ValueType  # 62
         """e.g. out of REVOKED"""
+        RUN_NOT_RUNNING: ErrorReason._Value.ValueType  # 63
+        """a reconciliation run already complete, failed or abandoned"""
         CERTIFICATE_NOT_FOUND: ErrorReason._Value.ValueType  # 70
         """NOT_FOUND"""
         RECORD_NOT_FOUND: ErrorReason._Value.ValueType  # 71
@@ -118,6 +126,10 @@ class ErrorReason(_message.Message):
         NO_CHECKPOINT: ErrorReason._Value.ValueType  # 73
         """the log has no signed checkpoint yet"""
         UNKNOWN_PARTICIPANT: ErrorReason._Value.ValueType  # 74
+        RUN_NOT_FOUND: ErrorReason._Value.ValueType  # 75
+        """no reconciliation run with this id that the reader may see"""
+        REPORT_NOT_FOUND: ErrorReason._Value.ValueType  # 76
+        """the run has no report (it did not complete)"""
         TREE_SIZE_BEYOND_LOG: ErrorReason._Value.ValueType  # 80
         """OUT_OF_RANGE"""
         INDEX_BEYOND_TREE: ErrorReason._Value.ValueType  # 81
@@ -166,6 +178,10 @@ class ErrorReason(_message.Message):
     """consistency proof sizes out of order"""
     EMPTY_BATCH: ErrorReason.Value.ValueType  # 8
     """SubmitBatch with no envelopes"""
+    BAD_BUCKETS: ErrorReason.Value.ValueType  # 11
+    """reconciliation buckets out of range, duplicated or outside their parents"""
+    TOO_MANY_ITEMS: ErrorReason.Value.ValueType  # 12
+    """a reconciliation call over its item limit (buckets, entries, rows)"""
     UNKNOWN_KEY: ErrorReason.Value.ValueType  # 20
     """UNAUTHENTICATED: the signature could not be tied to a valid federation key.
     key id not in the federation
@@ -205,6 +221,8 @@ class ErrorReason(_message.Message):
     """the mTLS client certificate is another participant's"""
     OUTSIDE_JURISDICTION: ErrorReason.Value.ValueType  # 45
     """an identifier the federation file declares for another member"""
+    NOT_OWN_RECORDS: ErrorReason.Value.ValueType  # 48
+    """reconciling another participant's records or run"""
     MESSAGE_ID_REUSED: ErrorReason.Value.ValueType  # 50
     """ALREADY_EXISTS
     the sender used this message id for other bytes
@@ -217,6 +235,8 @@ class ErrorReason(_message.Message):
     """version not newer than the stored one"""
     ILLEGAL_TRANSITION: ErrorReason.Value.ValueType  # 62
     """e.g. out of REVOKED"""
+    RUN_NOT_RUNNING: ErrorReason.Value.ValueType  # 63
+    """a reconciliation run already complete, failed or abandoned"""
     CERTIFICATE_NOT_FOUND: ErrorReason.Value.ValueType  # 70
     """NOT_FOUND"""
     RECORD_NOT_FOUND: ErrorReason.Value.ValueType  # 71
@@ -224,6 +244,10 @@ class ErrorReason(_message.Message):
     NO_CHECKPOINT: ErrorReason.Value.ValueType  # 73
     """the log has no signed checkpoint yet"""
     UNKNOWN_PARTICIPANT: ErrorReason.Value.ValueType  # 74
+    RUN_NOT_FOUND: ErrorReason.Value.ValueType  # 75
+    """no reconciliation run with this id that the reader may see"""
+    REPORT_NOT_FOUND: ErrorReason.Value.ValueType  # 76
+    """the run has no report (it did not complete)"""
     TREE_SIZE_BEYOND_LOG: ErrorReason.Value.ValueType  # 80
     """OUT_OF_RANGE"""
     INDEX_BEYOND_TREE: ErrorReason.Value.ValueType  # 81

@@ -178,3 +178,74 @@ job_runs = Table(
     Column("detail", Text, nullable=False),
 )
 Index("ix_job_runs_outcome_lease", job_runs.c.outcome, job_runs.c.lease_until_us)
+
+# --- reconciliation (revision 0002) ------------------------------------------------------
+# Per current record: what reconciliation compares, computed from the stored envelope
+# once per accepted version (log_index says which), so a night's run decodes only what
+# changed since the last one. key_hash is the first 32 bits of SHA-256(record_key): the
+# bucket a record falls in at any depth is a prefix of it (docs/reconciliation.md).
+reconcile_digests = Table(
+    "reconcile_digests",
+    metadata,
+    Column("record_key", String(200), primary_key=True),
+    Column("issuer", String(16), nullable=False),
+    Column("key_hash", BigInteger, nullable=False),
+    Column("log_index", BigInteger, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("state", SmallInteger, nullable=False),
+    Column("content_sha256", LargeBinary(32), nullable=False),
+    Column("keyid", String(128), nullable=False),
+    Column("leaf", LargeBinary(32), nullable=False),
+)
+Index("ix_reconcile_digests_issuer", reconcile_digests.c.issuer, reconcile_digests.c.key_hash)
+
+# One row per run; status is mrx.v1.RunStatus. heartbeat_at_us is the lease: a running
+# run not heard from within the lease is abandoned, never resumed.
+reconcile_runs = Table(
+    "reconcile_runs",
+    metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("participant", String(16), nullable=False),
+    Column("status", SmallInteger, nullable=False),
+    Column("started_at_us", BigInteger, nullable=False),
+    Column("heartbeat_at_us", BigInteger, nullable=False),
+    Column("ended_at_us", BigInteger, nullable=True),
+    Column("snapshot_size", BigInteger, nullable=True),
+    # JSON list of the key ids the participant recognises as its own.
+    Column("recognised_keyids", Text, nullable=False),
+    Column("request_bytes", BigInteger, nullable=False),
+    # JSON {class number: count} once complete.
+    Column("summary", Text, nullable=True),
+    # Why a failed run failed, as its participant said.
+    Column("failure", Text, nullable=True),
+)
+Index("ix_reconcile_runs_participant", reconcile_runs.c.participant, reconcile_runs.c.started_at_us)
+Index("ix_reconcile_runs_status", reconcile_runs.c.status)
+
+# What a run found, kept as found (a gateway dying mid-run loses nothing already
+# compared); the report is built from these rows.
+reconcile_discrepancies = Table(
+    "reconcile_discrepancies",
+    metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("record_key", String(200), primary_key=True),
+    Column("category", SmallInteger, primary_key=True, autoincrement=False),
+    Column("local_version", BigInteger, nullable=True),
+    Column("local_state", SmallInteger, nullable=True),
+    Column("local_content_sha256", LargeBinary(32), nullable=True),
+    Column("gateway_version", BigInteger, nullable=True),
+    Column("gateway_state", SmallInteger, nullable=True),
+    Column("gateway_content_sha256", LargeBinary(32), nullable=True),
+    Column("gateway_keyid", String(128), nullable=True),
+    Column("gateway_log_index", BigInteger, nullable=True),
+)
+
+# At most one report per run (the primary key), written in the transaction that marks
+# the run complete.
+reconcile_reports = Table(
+    "reconcile_reports",
+    metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("envelope", LargeBinary, nullable=False),
+)

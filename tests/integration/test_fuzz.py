@@ -18,8 +18,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.client import ReconcileClient
 from gateway.crypto.reads import sign_read
-from gateway.pb import audit_pb2, exchange_pb2, recognition_pb2, registry_pb2
+from gateway.pb import audit_pb2, exchange_pb2, recognition_pb2, reconcile_pb2, registry_pb2
 from gateway.services.auth import ReadLimits
 
 CASES = 2400
@@ -42,7 +43,29 @@ SIGNED = {
     "/mrx.v1.RecognitionService/CheckRecognition": recognition_pb2.CheckRecognitionRequest(
         record_key="test_report/CN-JS/R1", as_of="2026-11-23"
     ),
+    # Reconciliation: run_id filled below with a real run of the signer (CN-SH).
+    "/mrx.v1.ReconciliationService/StartRun": reconcile_pb2.StartRunRequest(
+        participant="CN-SH", recognised_keyids=["CN-SH/demo"]
+    ),
+    "/mrx.v1.ReconciliationService/Heartbeat": reconcile_pb2.HeartbeatRequest(),
+    "/mrx.v1.ReconciliationService/CompareBuckets": reconcile_pb2.CompareBucketsRequest(
+        bits=4, parent_bits=0, buckets=[reconcile_pb2.BucketDigest(prefix=3, count=2, digest=bytes(16))]
+    ),
+    "/mrx.v1.ReconciliationService/CompareRecords": reconcile_pb2.CompareRecordsRequest(
+        bits=0,
+        prefixes=[0],
+        entries=[
+            reconcile_pb2.RecordDigest(
+                record_key="test_report/CN-SH/R1", version=1, state=1, content_sha256=bytes(32)
+            )
+        ],
+    ),
+    "/mrx.v1.ReconciliationService/FinishRun": reconcile_pb2.FinishRunRequest(
+        snapshot_size=3, problems=[reconcile_pb2.RowProblem(where="line 1", field="x", why="y")]
+    ),
+    "/mrx.v1.ReconciliationService/GetReport": reconcile_pb2.GetReportRequest(),
 }
+RUN_SCOPED = [m for m in SIGNED if "Reconciliation" in m and "StartRun" not in m]
 OPEN = {
     "/mrx.v1.ExchangeService/Submit": None,  # filled with a real envelope below
     "/mrx.v1.ExchangeService/SubmitBatch": None,
@@ -117,6 +140,11 @@ def test_no_input_makes_the_gateway_answer_internal(
     OPEN["/mrx.v1.ExchangeService/SubmitBatch"] = exchange_pb2.SubmitBatchRequest(
         envelopes=[make_env(c) for c in certs_of("CN-JS", 2, 3)]
     )
+    sh = ReconcileClient(running.address, sender="CN-SH", signer=signers["CN-SH"], clock=clock)
+    for method in RUN_SCOPED:
+        # A fresh running run per method, so the cases reach the comparison, not only RUN_NOT_FOUND.
+        SIGNED[method].run_id = sh.call("StartRun", reconcile_pb2.StartRunRequest(participant="CN-SH")).run_id
+    sh.close()
     rng = random.Random(20261123)
     methods = [*SIGNED.items(), *OPEN.items()]
     seen: dict[str, int] = {}

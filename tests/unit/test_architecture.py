@@ -30,8 +30,20 @@ SDK_MODULES = (
     "gateway/convert.py",
     "gateway/registry/federation.py",
     "gateway/tls",
+    # Reconciliation's client half: the digests both sides compute, the participant's
+    # driver and `mrx reconcile` (the gateway's half is gateway/reconcile/engine.py).
+    "gateway/reconcile/digests.py",
+    "gateway/reconcile/participant.py",
+    "gateway/reconcile/commands.py",
 )
-SERVER_PACKAGES = ("gateway.store", "gateway.ledger", "gateway.services", "gateway.server", "gateway.demo")
+SERVER_PACKAGES = (
+    "gateway.store",
+    "gateway.ledger",
+    "gateway.services",
+    "gateway.server",
+    "gateway.demo",
+    "gateway.reconcile.engine",
+)
 
 
 def _files(*rels: str) -> list[Path]:
@@ -266,3 +278,9 @@ def test_adapters_are_client_side():
     """adapters/ runs beside a province's local system, on the SDK: never the server's internals."""
     bad = _violations(_files("adapters"), (*SERVER_PACKAGES, "gateway.registry.keygen", "gateway.cli"))
     assert not bad, "adapters may use the SDK, domain, crypto, convert and pb only:\n" + "\n".join(bad)
+
+
+def test_the_reconciliation_engine_knows_nothing_of_grpc_or_the_services():
+    """services -> reconcile.engine -> store: the engine is called by the servicer, never back."""
+    bad = _violations(_files("gateway/reconcile/engine.py"), ("gateway.services", "gateway.server", "grpc"))
+    assert not bad, "the reconciliation engine sits below the servicers:\n" + "\n".join(bad)

@@ -1,16 +1,14 @@
 """Claims of scheduled jobs: one row per (job, scheduled time) across replicas.
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-11-23
 
 Written out, not taken from ``gateway/store/schema.py`` (a revision is history). Adding a
 table keeps the first release's tables unchanged, so ``mrx_schema`` stays at version 1:
 a first-release gateway on an upgraded database never touches this table.
 
-``down_revision`` is "0001" on the branch that wrote it; revision "0002"
-(reconciliation) lands beside it, and the two are chained 0001 -> 0002 -> 0003 when
-merged.
+Written beside revision 0002 (reconciliation) and chained after it: 0001 -> 0002 -> 0003.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
-down_revision = "0001"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
