@@ -16,15 +16,17 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from gateway.cli_common import add_client_tls_args as _add_client_tls_args
+from gateway.cli_common import add_read_client_args as _add_audit_client_args
+from gateway.cli_common import client_tls as _client_tls
+from gateway.cli_common import gateway_failure as _gateway_failure
 from gateway.crypto.suites import PrivateKey, Suite
 from gateway.registry.federation import FederationError, load_federation
 from gateway.registry.keygen import generate_participant_key
 from gateway.store.engine import StoreError, open_engines, resolve_database_url
-from gateway.tls.transport import ClientTls, PeerIdentityError, ServerTls, TlsConfigError
+from gateway.tls.transport import PeerIdentityError, ServerTls
 
 if TYPE_CHECKING:
-    import grpc
-
     from gateway.client import AuditClient
     from gateway.tls.issue import Issued
 
@@ -304,14 +306,6 @@ def _server_tls(args: argparse.Namespace) -> ServerTls | None:
     return ServerTls(cert_chain=args.tls_cert, key=args.tls_key, client_ca=args.tls_client_ca)
 
 
-def _client_tls(args: argparse.Namespace) -> ClientTls | None:
-    if not (args.tls_ca or args.tls_cert or args.tls_key):
-        if args.tls_server_name:
-            raise TlsConfigError("--tls-server-name needs --tls-ca (or --tls-cert and --tls-key)")
-        return None
-    return ClientTls(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key, server_name=args.tls_server_name)
-
-
 def _cmd_keys_generate(args: argparse.Namespace) -> int:
     not_before = (
         datetime.fromisoformat(args.not_before).astimezone(UTC) if args.not_before else datetime.now(UTC)
@@ -367,17 +361,6 @@ def _audit_client(args: argparse.Namespace) -> AuditClient:
         tls=_client_tls(args),
         timeout=args.timeout,
     )
-
-
-def _gateway_failure(exc: grpc.RpcError, address: str) -> int:
-    from gateway.client import Refusal
-
-    refusal = Refusal.from_rpc_error(exc)
-    if refusal.code.name in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
-        print(f"mrx: cannot reach the gateway at {address}: {refusal.message}", file=sys.stderr)
-    else:
-        print(f"mrx: the gateway refused: {refusal}", file=sys.stderr)
-    return 2
 
 
 def _cmd_audit_export(args: argparse.Namespace) -> int:
@@ -529,30 +512,6 @@ def _cmd_audit_self_check(args: argparse.Namespace) -> int:
         print(f"FAIL {problem}")
     print(f"{display_url(url)}: {result.summary()}")
     return 0 if result.ok else 1
-
-
-def _add_audit_client_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--address", default="127.0.0.1:7443", help="gateway host:port (default %(default)s)")
-    parser.add_argument("--principal", required=True, help="who reads, e.g. YRD-SEC")
-    parser.add_argument("--key", type=Path, required=True, help="the principal's private key (PEM)")
-    parser.add_argument("--keyid", required=True, help="its key id in the federation, e.g. YRD-SEC/2026-01")
-    parser.add_argument("--timeout", type=float, default=30.0, help="per-call timeout in seconds")
-    _add_client_tls_args(parser)
-
-
-def _add_client_tls_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--tls-ca",
-        type=Path,
-        help="CA certificate(s) that issued the gateway's certificate (PEM); enables TLS",
-    )
-    parser.add_argument(
-        "--tls-cert", type=Path, help="your participant's client certificate (PEM), for mutual TLS"
-    )
-    parser.add_argument("--tls-key", type=Path, help="the client certificate's private key (PEM)")
-    parser.add_argument(
-        "--tls-server-name", help="name to check the gateway's certificate against, if not the --address host"
-    )
 
 
 def _add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

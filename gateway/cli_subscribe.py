@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gateway.cli_common import add_read_client_args, client_tls, gateway_failure
 from gateway.convert import KIND_NUMBERS
 from gateway.crypto.suites import PrivateKey
 from gateway.domain.certificates import Scheme
@@ -18,13 +19,11 @@ KINDS = tuple(sorted(KIND_NUMBERS))
 
 
 def add_subscribe_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from gateway.cli import _add_audit_client_args
-
     parser = sub.add_parser(
         "subscribe",
         help="follow accepted record changes you may see, one JSON line each (docs/signing.md)",
     )
-    _add_audit_client_args(parser)
+    add_read_client_args(parser)
     parser.add_argument(
         "--from",
         dest="start_index",
@@ -68,7 +67,6 @@ def _line(change: Any) -> str:
 def cmd_subscribe(args: argparse.Namespace) -> int:
     import grpc
 
-    from gateway.cli import _client_tls, _gateway_failure
     from gateway.client import ChangeVerificationError, GatewayClient
 
     if args.start_index < 0:
@@ -92,7 +90,7 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
             args.address,
             sender=args.principal,
             signer=PrivateKey.load(args.key, keyid=args.keyid),
-            tls=_client_tls(args),
+            tls=client_tls(args),
             timeout=args.timeout,
             federation_keys=pinned,
         ) as client:
@@ -112,7 +110,7 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
         print(f"mrx: NOT VERIFIED: {exc}; stopped (resume with --from {exc.log_index})", file=sys.stderr)
         return 1
     except grpc.RpcError as exc:
-        code = _gateway_failure(exc, args.address)
+        code = gateway_failure(exc, args.address)
         if last is not None:
             print(f"mrx: resume with --from {last + 1}", file=sys.stderr)
         return code

@@ -15,18 +15,18 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
+# Re-exported: callers open and name databases through this module.
+from gateway.store.base import Engines as Engines
+from gateway.store.base import StoreError as StoreError
+from gateway.store.base import display_url as display_url
+
 ENV_DATABASE_URL = "MRX_DATABASE_URL"
-
-
-class StoreError(RuntimeError):
-    """The database cannot be used (wrong schema, unsafe durability settings)."""
 
 
 def default_database_path() -> Path:
@@ -49,26 +49,6 @@ def resolve_database_url(explicit: str | None) -> str:
         # psycopg 3 is the supported driver; spare operators the +psycopg suffix.
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
-
-
-def display_url(url: str) -> str:
-    """The database URL as it may be shown or logged: never its password."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        return parsed.database or ""
-    return parsed.render_as_string(hide_password=True)
-
-
-@dataclass(frozen=True)
-class Engines:
-    url: str
-    dialect: str  # "sqlite" or "postgresql"
-    writer: Engine
-    reader: Engine
-
-    def dispose(self) -> None:
-        self.writer.dispose()
-        self.reader.dispose()
 
 
 def set_wal(cur: Any) -> None:

@@ -34,7 +34,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, select, text
 
-from gateway.store.engine import Engines, StoreError, display_url
+from gateway.store.base import Engines, StoreError, display_url
 from gateway.store.schema import metadata, schema_info
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
