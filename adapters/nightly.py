@@ -20,8 +20,10 @@ import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from adapters.base import AdapterError
+from adapters.config import AdapterConfig
 from adapters.state import Pending, State
 from gateway.domain.records import Record
 from gateway.reconcile.digests import message_id
@@ -124,3 +126,173 @@ def send_missing(runner: Runner, records: Sequence[Record]) -> Sent:
     runner.state.append(RECONCILED, reconciled)
     runner._record(pending, outcomes, Summary())
     return result
+
+
+# --- the nightly run ---------------------------------------------------------------------
+
+RUNS = "reconcile-runs.jsonl"  # one line per nightly run: its id, counts, or why it failed
+_RECONCILE_KEYS = {"enabled", "at", "schedule", "jitter", "grace"}
+
+
+@dataclass(frozen=True)
+class NightlyConfig:
+    """The adapter config's ``[reconcile]`` section (docs/adapters.md)."""
+
+    enabled: bool = True
+    at: str = "02:00"  # HH:MM, Asia/Shanghai
+    schedule: str | None = None  # a cron schedule instead of ``at`` (5 fields, or 6 with seconds)
+    jitter: int = 600  # seconds: thirty provinces do not all start at 02:00:00
+    grace: float = 6 * 3600.0  # seconds late a missed run may still run (once)
+
+
+def nightly_config(config: AdapterConfig) -> NightlyConfig:
+    """``[reconcile]`` of ``config``, checked (AdapterError naming the key)."""
+    from gateway.jobs.cron import ScheduleError, at_time, parse_schedule
+
+    where = f"adapter config {config.path}: [reconcile]"
+    raw = config.extra.get("reconcile", {})
+    if not isinstance(raw, dict):
+        raise AdapterError(f"{where} must be a table")
+    unknown = set(raw) - _RECONCILE_KEYS
+    if unknown:
+        raise AdapterError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(_RECONCILE_KEYS)}")
+    out = NightlyConfig()
+    enabled = raw.get("enabled", out.enabled)
+    if not isinstance(enabled, bool):
+        raise AdapterError(f"{where} enabled must be true or false, got {enabled!r}")
+    jitter = raw.get("jitter", out.jitter)
+    if not isinstance(jitter, int) or isinstance(jitter, bool) or not 0 <= jitter <= 3 * 3600:
+        raise AdapterError(f"{where} jitter must be whole seconds 0..10800, got {jitter!r}")
+    grace = raw.get("grace", out.grace)
+    if not isinstance(grace, int | float) or isinstance(grace, bool) or not 0 < grace <= 7 * 86400:
+        raise AdapterError(f"{where} grace must be seconds, more than 0 and at most 7 days, got {grace!r}")
+    at, schedule = raw.get("at", out.at), raw.get("schedule")
+    try:
+        if schedule is not None:
+            parse_schedule(str(schedule), what=f"{where} schedule")
+        else:
+            at_time(str(at), what=f"{where} at")
+    except ScheduleError as err:
+        raise AdapterError(str(err)) from None
+    return NightlyConfig(enabled, str(at), None if schedule is None else str(schedule), jitter, float(grace))
+
+
+def start_nightly(config: AdapterConfig) -> Any:
+    """Schedule this adapter's nightly reconciliation (gateway.jobs.participant: the job
+    store is ``schedule.db`` in the state directory, so a run missed while the runner was
+    down runs once on its return, within the grace time). The running scheduler, or None
+    when ``[reconcile] enabled = false``; the caller shuts it down."""
+    from datetime import timedelta
+
+    from gateway.jobs.participant import participant_scheduler, schedule_nightly
+
+    nightly = nightly_config(config)
+    if not nightly.enabled:
+        return None
+    scheduler = participant_scheduler(config.state_dir)
+    schedule_nightly(
+        scheduler,
+        "adapters.nightly:reconcile_now",  # by reference: the job store outlives the process
+        at=nightly.at,
+        schedule=nightly.schedule,
+        jitter=nightly.jitter,
+        grace=timedelta(seconds=nightly.grace),
+        args=(str(config.path.resolve()),),
+    )
+    job = scheduler.get_job("nightly-reconciliation")
+    log.info("nightly reconciliation scheduled; next run %s", getattr(job, "next_run_time", None))
+    return scheduler
+
+
+def reconcile_now(config_path: str) -> None:
+    """One reconciliation of the adapter's whole snapshot (the scheduled job).
+
+    Reports only: what the gateway is missing is named in the signed report and the log,
+    and sent by a person with ``mrx reconcile run --adapter CONFIG`` (which asks first);
+    the job never signs on its own."""
+    from pathlib import Path
+
+    from adapters import load_adapter
+    from gateway.reconcile.commands import CLASS_NAMES
+    from gateway.reconcile.participant import SnapshotFailed, reconcile
+
+    adapter = load_adapter(Path(config_path))
+    config = adapter.config
+    assert config is not None
+    state = State(config.state_dir)
+    try:
+        with _reconcile_client(config) as client:
+            result = reconcile(
+                client,
+                participant=adapter.participant,
+                rows=adapter.snapshot(),
+                recognised_keyids=_own_keyids(config),
+            )
+    except SnapshotFailed as err:
+        log.error("nightly reconciliation failed: %s", err)
+        state.append(RUNS, [{"status": "failed", "why": str(err)}])
+        return
+    except Exception as err:  # the scheduler would only log it; say what failed, then the next night
+        log.error("nightly reconciliation could not run: %s", type(err).__name__)
+        state.append(RUNS, [{"status": "error", "why": type(err).__name__}])
+        return
+    counts = {CLASS_NAMES.get(c.category, str(c.category)): c.count for c in result.report.summary}
+    found = {k: n for k, n in counts.items() if n}
+    log.log(
+        logging.WARNING if found or result.report.problems else logging.INFO,
+        "nightly reconciliation %s: %s; %d row(s) could not be mapped",
+        result.run_id,
+        ", ".join(f"{k} {n}" for k, n in found.items()) or "no discrepancies",
+        len(result.report.problems),
+    )
+    state.append(
+        RUNS,
+        [
+            {
+                "status": "complete",
+                "run_id": result.run_id,
+                "snapshot_size": result.report.snapshot_size,
+                "summary": counts,
+                "problems": len(result.report.problems),
+                "missing_at_gateway": [r.key for r in result.missing_at_gateway],
+            }
+        ],
+    )
+
+
+def _own_keyids(config: AdapterConfig) -> list[str]:
+    """The participant's key ids: all of them from its federation file if it has one."""
+    gw = config.gateway
+    if gw.federation is not None:
+        from gateway.registry.federation import load_federation
+
+        federation = load_federation(gw.federation)
+        return sorted(k.keyid for k in federation.keys.values() if k.owner == config.participant)
+    return [gw.keyid] if gw.keyid else []
+
+
+def _reconcile_client(config: AdapterConfig) -> Any:
+    from gateway.client import ReconcileClient
+    from gateway.crypto.suites import PrivateKey
+    from gateway.tls.transport import ClientTls
+
+    gw = config.gateway
+    if gw.key is None or not gw.keyid:
+        raise AdapterError(f"{config.path}: [gateway] key and keyid are needed to reconcile")
+    pinned = None
+    if gw.federation is not None:
+        from gateway.registry.federation import load_federation
+
+        federation = load_federation(gw.federation)
+        pinned = {k.keyid: k.public_key for k in federation.keys_of(federation.gateway_code)}
+    tls = None
+    if gw.tls_ca is not None:
+        tls = ClientTls(ca=gw.tls_ca, cert=gw.tls_cert, key=gw.tls_key, server_name=gw.tls_server_name)
+    return ReconcileClient(
+        gw.address,
+        sender=config.participant,
+        signer=PrivateKey.load(gw.key, gw.keyid),
+        gateway_keys=pinned,
+        tls=tls,
+        timeout=gw.timeout,
+    )
