@@ -220,7 +220,8 @@ def cmd_run(
             _print_report(result.report, result.envelope, args.json)
             if result.missing_at_gateway and not args.no_submit:
                 if args.adapter is not None:
-                    _offer_missing_via_adapter(args.adapter, result.missing_at_gateway, yes=args.yes)
+                    if not _offer_missing_via_adapter(args.adapter, result.missing_at_gateway, yes=args.yes):
+                        return EXIT_ERROR
                 else:
                     _offer_missing(client, result.missing_at_gateway, yes=args.yes)
     except grpc.RpcError as exc:
@@ -248,22 +249,27 @@ def _confirmed(records: list[Any], sender: str, *, yes: bool) -> bool:
     return True
 
 
-def _offer_missing_via_adapter(config: Path, records: list[Any], *, yes: bool) -> None:
+def _offer_missing_via_adapter(config: Path, records: list[Any], *, yes: bool) -> bool:
     """Send through the adapter runner's path (its key, outbox and receipts; adapters/nightly.py),
     so a record the runner sent, or will read later, is never sent twice."""
     from adapters import load_adapter
+    from adapters.base import AdapterError
     from adapters.cli import _runner
     from adapters.nightly import send_missing
 
+    out = sys.stderr
     adapter = load_adapter(config)
     if not _confirmed(records, adapter.participant, yes=yes):
-        return
-    runner = _runner(adapter, dry_run=False, progress=False)
+        return True
     try:
-        done = send_missing(runner, records)
-    finally:
-        runner.close()
-    out = sys.stderr
+        runner = _runner(adapter, dry_run=False, progress=False)
+        try:
+            done = send_missing(runner, records)
+        finally:
+            runner.close()
+    except AdapterError as err:  # no key in the config, the gateway unreachable (outbox kept), ...
+        print(f"mrx: not sent: {err}", file=out)
+        return False
     for key, index in sorted(done.already.items()):
         print(f"  already sent {key}: original receipt, log #{index}", file=out)
     for key, reason in sorted(done.refused.items()):
@@ -272,6 +278,7 @@ def _offer_missing_via_adapter(config: Path, records: list[Any], *, yes: bool) -
         f"sent {len(done.sent)}, already sent earlier {len(done.already)}, refused {len(done.refused)}",
         file=out,
     )
+    return True
 
 
 def _offer_missing(client: ReconcileClient, records: list[Any], *, yes: bool) -> None:

@@ -178,3 +178,14 @@ def test_a_gateway_killed_mid_run_abandons_it_at_the_next_start_and_the_next_run
         with pytest.raises(grpc.RpcError) as refused:
             reader.get_report(started.run_id)
         assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_an_adapter_config_without_a_key_sends_nothing_and_says_why(province: dict[str, Any]) -> None:
+    config = province["system"].config
+    text = config.read_text("utf-8")
+    config.write_text("\n".join(line for line in text.splitlines() if not line.startswith("key =")), "utf-8")
+    done = mrx(*reconcile_args(province), "--yes")
+    assert done.returncode == 2, done.stderr
+    assert "not sent" in done.stderr and "[gateway] key" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert json.loads(done.stdout)["summary"]["MISSING_AT_GATEWAY"] > 0  # the report is still printed
