@@ -123,3 +123,35 @@ def test_the_scheduled_job_reconciles_the_adapter_snapshot(
     with ReconcileClient(live.address, sender="CN-JS", signer=signers["CN-JS"]) as js:
         statuses = {i.run.run_id: i.run.status for i in js.list_runs() if i.WhichOneof("item") == "run"}
     assert statuses[first["run_id"]] == reconcile_pb2.RUN_STATUS_COMPLETE
+
+
+def test_nights_missed_while_the_runner_was_down_reconcile_once_on_its_return(
+    live: Gateway, jiangsu: Any, federation_paths: dict[str, Path]
+) -> None:
+    from datetime import datetime, timedelta
+
+    from gateway.jobs.cron import CHINA
+
+    # Three coming seconds of every minute stand in for three nights at 02:00.
+    now = datetime.now(CHINA).replace(microsecond=0)
+    times = [now + timedelta(seconds=n) for n in (3, 4, 5)]
+    spec = f"{','.join(str(t.second) for t in times)} * * * * *"
+    configure(jiangsu, live.address, federation_paths, f'[reconcile]\nschedule = "{spec}"\njitter = 0\n')
+    config = load_adapter(jiangsu.config).config
+    assert config is not None
+    start_nightly(config).shutdown(wait=True)  # the runner stops before the first time
+    while datetime.now(CHINA) < times[-1] + timedelta(seconds=0.6):  # down across all three
+        time.sleep(0.1)
+    runs = config.state_dir / RUNS
+    assert not runs.exists()
+    back = start_nightly(config)  # the runner comes back: the stored next run time is past
+    try:
+        deadline = time.monotonic() + 60
+        while not (runs.exists() and runs.read_text("utf-8").strip()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)  # room for a second (wrong) run to show up
+    finally:
+        back.shutdown(wait=True)
+    lines = runs.read_text("utf-8").splitlines()
+    assert len(lines) == 1, lines
+    assert json.loads(lines[0])["status"] == "complete"
