@@ -6,12 +6,13 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from adapters.base import AdapterError, SourceError
 
 if TYPE_CHECKING:
     from adapters import Adapter
+    from adapters.config import AdapterConfig
     from adapters.runner import Runner
 
 EXIT_OK, EXIT_ROWS, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -90,7 +91,12 @@ def cmd_adapter_run(args: argparse.Namespace) -> int:
             if (summary.unmappable or summary.refused) and not args.dry_run:
                 print(f"details: {config.state_dir / 'rejects.jsonl'}")
             return EXIT_OK if summary.clean else EXIT_ROWS
-        runner.run_loop(interval=args.interval or config.poll_interval)
+        nightly = _start_nightly(config)
+        try:
+            runner.run_loop(interval=args.interval or config.poll_interval)
+        finally:
+            if nightly is not None:
+                nightly.shutdown(wait=False)
         return EXIT_OK
     except GatewayUnavailable as err:
         print(f"mrx adapter: {err}", file=sys.stderr)
@@ -102,6 +108,13 @@ def cmd_adapter_run(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         runner.close()
+
+
+def _start_nightly(config: AdapterConfig) -> Any:
+    """The nightly reconciliation beside the polling loop ([reconcile]; adapters/nightly.py)."""
+    from adapters.nightly import start_nightly
+
+    return start_nightly(config)
 
 
 def _runner(adapter: Adapter, *, dry_run: bool, progress: bool) -> Runner:

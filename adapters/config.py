@@ -14,7 +14,8 @@ from adapters.base import AdapterError
 
 READER_TYPES = ("csv", "http", "xml", "sql")
 SINK_TYPES = ("sql",)
-_TOP = {"participant", "mapping", "state_dir", "batch_size", "poll_interval", "gateway", "reader", "sink"}
+_TOP = {"participant", "mapping", "state_dir", "batch_size", "poll_interval", "gateway", "reader", "sink",
+        "reconcile"}  # fmt: skip
 _GATEWAY = {"address", "key", "keyid", "federation", "tls_ca", "tls_cert", "tls_key", "tls_server_name",
             "timeout", "retry_seconds"}  # fmt: skip
 
@@ -116,4 +117,6 @@ def load_config(path: Path) -> AdapterConfig:
         gateway=gateway,
         reader=reader,
         sink=sink,
+        # Checked by adapters/nightly.py, which owns the nightly reconciliation.
+        extra={"reconcile": data["reconcile"]} if "reconcile" in data else {},
     )

@@ -9,7 +9,6 @@ refuse it.
 
 from __future__ import annotations
 
-import hashlib
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,11 +18,11 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from adapters.base import AdapterError, Mapped, RowProblem, SourceRow
-from gateway.convert import record_to_proto
 from gateway.domain.certificates import Certificate, CertState, Scheme, build_certificate
 from gateway.domain.errors import InvalidArgument
 from gateway.domain.kinds import CERTIFICATE_STATUS, TEST_REPORT
 from gateway.domain.records import Conclusion, Record, TestReport, build_test_report
+from gateway.reconcile.digests import message_id as message_id  # one derivation, shared
 
 CHINA = ZoneInfo("Asia/Shanghai")
 # A local "expired" word: the gateway derives EXPIRED from the expiry date and refuses it
@@ -339,20 +338,6 @@ def canonical_values(record: Record) -> dict[str, Any]:
             for name in KIND_FIELDS[TEST_REPORT]  # the dataclass uses the canonical names
         }
     raise AdapterError(f"no mapping for record kind {type(record).__name__} yet")
-
-
-def message_id(record: Record) -> str:
-    """The message id of one change, derived from the change itself.
-
-    Key + version + the canonical encoding: a retried or re-read change gets the same id
-    (and so its original receipt), a different change never does.
-    """
-    field_name, msg = record_to_proto(record)
-    digest = hashlib.sha256()
-    for part in (record.key, str(record.version), field_name):
-        digest.update(part.encode("utf-8") + b"\0")
-    digest.update(msg.SerializeToString(deterministic=True))
-    return f"adp-{digest.hexdigest()[:40]}"
 
 
 def content_digest(record: Record) -> str:

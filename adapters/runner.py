@@ -32,12 +32,12 @@ import tenacity
 
 from adapters import Adapter, Mapped
 from adapters.base import AdapterError
-from adapters.mapping import message_id
 from adapters.state import Pending, State
 from gateway.client import GatewayClient, Outcome, ReceiptError, SubmissionRefused, make_submission
 from gateway.crypto.suites import PrivateKey
 from gateway.domain.records import Record
 from gateway.pb import envelope_pb2, records_pb2
+from gateway.reconcile.digests import message_id  # one derivation, shared with `mrx reconcile run`
 
 log = logging.getLogger("mrx.adapter")
 
@@ -194,6 +194,7 @@ class Runner:
                 for warning in mapped.warnings:
                     print(f"  warning: {warning}", file=self.out)
             return
+        batch = self._not_sent_by_reconciliation(batch)
         records = [m.record for m in batch if m.record is not None]
         # Signed while the previous batch is still at the gateway (the pipelining), but
         # written to the outbox and sent only once that batch's receipts are recorded and
@@ -207,6 +208,24 @@ class Runner:
             self._inflight = (self._pool.submit(self._exchange, pending), pending)
         elif end_cursor != self.state.cursor():
             self.state.save_cursor(end_cursor)
+
+    def _not_sent_by_reconciliation(self, batch: list[Mapped]) -> list[Mapped]:
+        """Drop changes `mrx reconcile run` already sent under the same id (adapters/nightly.py):
+        sending them again would put new bytes under a used id, refused in the gateway's log."""
+        from adapters.nightly import sent_by_reconciliation
+
+        done = sent_by_reconciliation(self.state)
+        if not done:
+            return batch
+        keep = []
+        for mapped in batch:
+            assert mapped.record is not None
+            index = done.get(message_id(mapped.record))
+            if index is None:
+                keep.append(mapped)
+            else:
+                log.info("%s was sent by reconciliation (receipt #%d): not sent again", mapped.where, index)
+        return keep
 
     def _finish_inflight(self, summary: Summary) -> None:
         if self._inflight is None:

@@ -64,6 +64,7 @@ SERVE_FLAGS = {
     "serve.jobs.schedules": "job_schedules",
     "serve.jobs.lease": "job_lease",
     "serve.jobs.grace": "job_grace",
+    "serve.reconcile.lease": "reconcile_lease",
     "serve.log.format": "log_format",
     "serve.log.level": "log_level",
 }
@@ -133,6 +134,7 @@ def _serve(args: argparse.Namespace) -> int:
             extra_fronts=args.fronts - 1,
             metrics_address=(args.metrics_host, args.metrics_port) if args.metrics_port is not None else None,
             jobs=jobs,
+            reconcile_lease=timedelta(seconds=args.reconcile_lease),
         )
         host = args.address.rsplit(":", 1)[0]
         fronts = _start_fronts(args, url, f"{host}:{gateway.port}", gateway)
@@ -901,6 +903,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--job-grace",
         type=float,
         help="seconds after its time a missed run still runs, once (default 3600)",
+    )
+    serve.add_argument(
+        "--reconcile-lease",
+        type=float,
+        help="seconds a reconciliation run lives without a call from its participant; then it is "
+        "abandoned, at the participant's next start or the gateway's (default 300)",
     )
     serve.add_argument(
         "--jobs",

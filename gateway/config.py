@@ -167,6 +167,15 @@ SETTINGS: tuple[Setting, ...] = (
         help="seconds after its time a missed run still runs, once",
     ),
     Setting(
+        "serve.reconcile.lease",
+        "float",
+        300.0,
+        "--reconcile-lease",
+        minimum=1,
+        maximum=86400,
+        help="seconds a reconciliation run lives without a call; then it is abandoned",
+    ),
+    Setting(
         "serve.log.format", "choice", "text", "--log-format", choices=LOG_FORMATS, help="log line format"
     ),
     Setting(

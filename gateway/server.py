@@ -44,7 +44,7 @@ from gateway.pb import (
     registry_pb2,
     registry_pb2_grpc,
 )
-from gateway.reconcile.engine import DEFAULT_LEASE, Reconciler
+from gateway.reconcile.engine import DEFAULT_LEASE, CompleteRuns, Reconciler, RunEnded
 from gateway.registry.federation import Federation, Role
 from gateway.services.audit import AuditServicer
 from gateway.services.auth import ReadAuthenticator, ReadLimits
@@ -382,8 +382,15 @@ def start_gateway(
     client.add_commit_listener(feed.committed)
 
     reconciler = Reconciler(
-        ReconcileStore(engines), gateway_key=gateway_key, clock=clock, lease=reconcile_lease
+        ReconcileStore(engines),
+        gateway_key=gateway_key,
+        clock=clock,
+        lease=reconcile_lease,
+        observer=_count_reconciliation,
     )
+    if reconciliation is None:
+        # The nightly check reads the same runs table the servicer writes (docs/jobs.md).
+        reconciliation = CompleteRuns(ReconcileStore(engines), _members(federation))
     # Runs left "running" by a gateway that died are abandoned once their lease lapses
     # (again at each participant's next start and at each listing, so a failure here
     # only delays it).
@@ -510,6 +517,19 @@ def start_gateway(
     return gateway
 
 
+def _members(federation: Federation) -> list[str]:
+    return [p.code for p in federation.participants.values() if p.role is Role.MEMBER]
+
+
+def _count_reconciliation(ended: RunEnded) -> None:
+    metrics.RECONCILIATION_RUNS.labels(ended.participant, ended.status).inc()
+    for name, n in ended.summary.items():
+        if n:
+            metrics.RECONCILIATION_DISCREPANCIES.labels(ended.participant, name).inc(n)
+    if ended.status == "complete":
+        metrics.PARTICIPANT_LAST_RECONCILED.labels(ended.participant).set(ended.at.timestamp())
+
+
 def _start_jobs(
     gateway: Gateway,
     engines: Engines,
@@ -528,6 +548,8 @@ def _start_jobs(
             metrics.SELF_AUDIT_OK.set(1 if state.self_audit_ok else 0)
         if state.self_audit_finished_at is not None:
             metrics.SELF_AUDIT_LAST_RUN.set(state.self_audit_finished_at.timestamp())
+        if state.unreconciled is not None:
+            metrics.PARTICIPANTS_UNRECONCILED.set(len(state.unreconciled))
         status = (
             health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         )
@@ -540,7 +562,7 @@ def _start_jobs(
         settings=settings,
         gateway_keys={k.keyid: k.public_key for k in federation.keys_of(federation.gateway_code)},
         origin=f"{federation.name}/exchange-log",
-        participants=[p.code for p in federation.participants.values() if p.role is Role.MEMBER],
+        participants=_members(federation),
         reconciliation=reconciliation,
         clock=clock,
         state=state,

@@ -103,6 +103,11 @@ PARTICIPANT_LAST_RECONCILED = Gauge(
     ["participant"],
     multiprocess_mode="max",
 )
+PARTICIPANTS_UNRECONCILED = Gauge(
+    "mrx_participants_unreconciled",
+    "Members the nightly check found with no complete reconciliation in the last 24 hours",
+    multiprocess_mode="mostrecent",
+)
 SELF_AUDIT_OK = Gauge(
     "mrx_self_audit_ok",
     "1 if the last self-audit found the log consistent, else 0",

@@ -219,7 +219,11 @@ def cmd_run(
                 close()
             _print_report(result.report, result.envelope, args.json)
             if result.missing_at_gateway and not args.no_submit:
-                _offer_missing(client, result.missing_at_gateway, yes=args.yes)
+                if args.adapter is not None:
+                    if not _offer_missing_via_adapter(args.adapter, result.missing_at_gateway, yes=args.yes):
+                        return EXIT_ERROR
+                else:
+                    _offer_missing(client, result.missing_at_gateway, yes=args.yes)
     except grpc.RpcError as exc:
         return gateway_failure(exc, args.address)
     except SnapshotFailed as exc:
@@ -228,23 +232,63 @@ def cmd_run(
     return EXIT_FOUND if _found(result.report) else EXIT_CLEAN
 
 
-def _offer_missing(client: ReconcileClient, records: list[Any], *, yes: bool) -> None:
-    """Show what would be sent; send it (signed, deterministic message ids) if confirmed."""
-    from gateway.reconcile.participant import message_id_for
-
+def _confirmed(records: list[Any], sender: str, *, yes: bool) -> bool:
     out = sys.stderr
     print(f"\n{len(records)} record(s) missing at the gateway:", file=out)
     for r in records:
         print(f"  {r.key}  v{r.version} {r.state.name}", file=out)
-    if not yes:
-        if not sys.stdin.isatty():
-            print("not sent: no terminal to confirm on; run again with --yes to send them", file=out)
-            return
-        answer = input(f"send these {len(records)} record(s), signed as {client.sender}? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            print("not sent", file=out)
-            return
-    outcomes = client.submit_batch(client.sign(r, message_id=message_id_for(r)) for r in records)
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        print("not sent: no terminal to confirm on; run again with --yes to send them", file=out)
+        return False
+    answer = input(f"send these {len(records)} record(s), signed as {sender}? [y/N] ")
+    if answer.strip().lower() not in ("y", "yes"):
+        print("not sent", file=out)
+        return False
+    return True
+
+
+def _offer_missing_via_adapter(config: Path, records: list[Any], *, yes: bool) -> bool:
+    """Send through the adapter runner's path (its key, outbox and receipts; adapters/nightly.py),
+    so a record the runner sent, or will read later, is never sent twice."""
+    from adapters import load_adapter
+    from adapters.base import AdapterError
+    from adapters.cli import _runner
+    from adapters.nightly import send_missing
+
+    out = sys.stderr
+    adapter = load_adapter(config)
+    if not _confirmed(records, adapter.participant, yes=yes):
+        return True
+    try:
+        runner = _runner(adapter, dry_run=False, progress=False)
+        try:
+            done = send_missing(runner, records)
+        finally:
+            runner.close()
+    except AdapterError as err:  # no key in the config, the gateway unreachable (outbox kept), ...
+        print(f"mrx: not sent: {err}", file=out)
+        return False
+    for key, index in sorted(done.already.items()):
+        print(f"  already sent {key}: original receipt, log #{index}", file=out)
+    for key, reason in sorted(done.refused.items()):
+        print(f"  refused {key}: {reason}", file=out)
+    print(
+        f"sent {len(done.sent)}, already sent earlier {len(done.already)}, refused {len(done.refused)}",
+        file=out,
+    )
+    return True
+
+
+def _offer_missing(client: ReconcileClient, records: list[Any], *, yes: bool) -> None:
+    """Show what would be sent; send it (signed, the shared message ids) if confirmed."""
+    from gateway.reconcile.digests import message_id
+
+    out = sys.stderr
+    if not _confirmed(records, client.sender or "", yes=yes):
+        return
+    outcomes = client.submit_batch(client.sign(r, message_id=message_id(r)) for r in records)
     sent = already = refused = 0
     for record, outcome in zip(records, outcomes, strict=True):
         if outcome.receipt is not None:

@@ -36,6 +36,23 @@ MAX_BITS = 32
 REPORT_PAYLOAD_TYPE = "application/vnd.mrx.reconciliation-report.v1+protobuf"
 
 
+def message_id(record: Record) -> str:
+    """THE message id of one change, derived from the change itself; the adapter runner
+    and reconciliation both send under it (adapters/runner.py, ``mrx reconcile run``).
+
+    Key + version + the canonical encoding: a retried or re-read change gets the same id
+    (and so its original receipt), a different change never does, and a change one path
+    already sent is recognised by the other (docs/reconciliation.md, "Sending what the
+    gateway is missing").
+    """
+    field_name, msg = record_to_proto(record)
+    digest = hashlib.sha256()
+    for part in (record.key, str(record.version), field_name):
+        digest.update(part.encode("utf-8") + b"\0")
+    digest.update(msg.SerializeToString(deterministic=True))
+    return f"adp-{digest.hexdigest()[:40]}"
+
+
 def content_sha256(msg: Message) -> bytes:
     """The canonical content digest of a record message."""
     cleared = GATEWAY_SET_FIELDS.get(type(msg), ())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -113,6 +113,17 @@ class Started:
     abandoned: int
 
 
+@dataclass(frozen=True)
+class RunEnded:
+    """What an observer hears when a run leaves "running" (the metrics hook on)."""
+
+    run_id: str
+    participant: str
+    status: str  # complete | failed | abandoned
+    at: datetime
+    summary: Mapping[str, int]  # class name -> count (complete runs only)
+
+
 class Reconciler:
     def __init__(
         self,
@@ -121,11 +132,20 @@ class Reconciler:
         gateway_key: PrivateKey,
         clock: Callable[[], datetime],
         lease: timedelta = DEFAULT_LEASE,
+        observer: Callable[[RunEnded], None] | None = None,
     ):
         self._store = store
         self._key = gateway_key
         self._clock = clock
         self.lease = lease
+        # Told after the status change committed, so what it counts is what the table says.
+        self._observer = observer
+
+    def _ended(
+        self, run_id: str, participant: str, status: str, at: datetime, summary: Mapping[str, int]
+    ) -> None:
+        if self._observer is not None:
+            self._observer(RunEnded(run_id, participant, status, at, summary))
 
     def now(self) -> datetime:
         return self._clock()
@@ -135,9 +155,13 @@ class Reconciler:
         return int(self.lease.total_seconds() * 1_000_000)
 
     def abandon_stale(self, participant: str | None = None) -> int:
-        return self._store.abandon_stale(
-            now_us=us(self._clock()), lease_us=self._lease_us, participant=participant
+        now = self._clock()
+        done = self._store.abandon_stale_runs(
+            now_us=us(now), lease_us=self._lease_us, participant=participant
         )
+        for run_id, who in done:
+            self._ended(run_id, who, "abandoned", now, {})
+        return len(done)
 
     def start(self, participant: str, keyids: Sequence[str], *, request_bytes: int = 0) -> Started:
         abandoned = self.abandon_stale(participant)
@@ -280,6 +304,8 @@ class Reconciler:
             envelope=envelope.SerializeToString(),
         ):
             raise self._not_running(run.run_id)
+        names = {int(c): reconcile_pb2.DiscrepancyClass.Name(c) for c in CLASSES}  # type: ignore[arg-type]
+        self._ended(run.run_id, run.participant, "complete", now, {names[c]: n for c, n in summary.items()})
         return envelope
 
     def fail(self, run: Run, *, snapshot_size: int, failure: str) -> None:
@@ -289,6 +315,7 @@ class Reconciler:
             run.run_id, now_us=us(now), lease_us=self._lease_us, snapshot_size=snapshot_size, failure=failure
         ):
             raise self._not_running(run.run_id)
+        self._ended(run.run_id, run.participant, "failed", now, {})
 
     def report(self, run: Run) -> envelope_pb2.Envelope:
         raw = self._store.report(run.run_id)
@@ -307,6 +334,19 @@ class Reconciler:
 
     def last_complete(self, participants: Sequence[str]) -> dict[str, datetime]:
         return {p: from_us(t) for p, t in self._store.last_complete(participants).items()}
+
+
+class CompleteRuns:
+    """The runs table behind gateway.jobs.scheduler.ReconciliationProvider: the nightly
+    check asks it who completed a reconciliation when."""
+
+    def __init__(self, store: ReconcileStore, participants: Sequence[str]):
+        self._store = store
+        self._participants = list(participants)
+
+    def last_complete_runs(self) -> Mapping[str, datetime | None]:
+        found = self._store.last_complete(self._participants)
+        return {p: (from_us(found[p]) if p in found else None) for p in self._participants}
 
 
 def _to_proto(d: DiscrepancyRow) -> reconcile_pb2.Discrepancy:

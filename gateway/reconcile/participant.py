@@ -8,7 +8,6 @@ gives them; a row that could not be mapped is reported in the run, and the run g
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -260,16 +259,6 @@ def _send_records(client: Any, run_id: str, bits: int, prefixes: list[int], entr
         if len(batch_prefixes) >= BUCKETS_PER_CALL:
             flush()
     flush()
-
-
-def message_id_for(record: Record) -> str:
-    """A deterministic message id for sending a missing record: the same record sent
-    again (a re-run, a retry) reuses the id, so the gateway accepts it at most once."""
-    entry = record_entry(record)
-    digest = hashlib.sha256(f"{record.key}\n{record.version}\n".encode() + entry.content_sha256).hexdigest()[
-        :32
-    ]
-    return f"reconcile-{digest}"
 
 
 # --- the simplest honest snapshot: a file of canonical records --------------------------

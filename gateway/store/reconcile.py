@@ -228,15 +228,32 @@ class ReconcileStore:
 
     def abandon_stale(self, *, now_us: int, lease_us: int, participant: str | None = None) -> int:
         """Mark running runs not heard from within the lease ABANDONED; how many."""
+        return len(self.abandon_stale_runs(now_us=now_us, lease_us=lease_us, participant=participant))
+
+    def abandon_stale_runs(
+        self, *, now_us: int, lease_us: int, participant: str | None = None
+    ) -> list[tuple[str, str]]:
+        """As ``abandon_stale``; the (run id, participant) of each run this call abandoned."""
         r = reconcile_runs.c
         cond = and_(r.status == RUNNING, r.heartbeat_at_us < now_us - lease_us)
         if participant is not None:
             cond = and_(cond, r.participant == participant)
         with self._engines.writer.begin() as conn:
-            n: int = conn.execute(
-                update(reconcile_runs).where(cond).values(status=ABANDONED, ended_at_us=now_us)
-            ).rowcount
-            return n
+            stale = [(row[0], row[1]) for row in conn.execute(select(r.run_id, r.participant).where(cond))]
+            if not stale:
+                return []
+            # Re-checked per run in the update: a run another replica abandoned (or a late
+            # heartbeat renewed) meanwhile is not counted twice.
+            done = []
+            for run_id, who in stale:
+                n = conn.execute(
+                    update(reconcile_runs)
+                    .where(cond, r.run_id == run_id)
+                    .values(status=ABANDONED, ended_at_us=now_us)
+                ).rowcount
+                if n:
+                    done.append((run_id, who))
+            return done
 
     def get_run(self, run_id: str) -> Run | None:
         with self._engines.reader.connect() as conn:

@@ -29,7 +29,8 @@ from gateway.crypto.suites import PrivateKey
 from gateway.demo_fixtures import demo_certificates
 from gateway.domain.certificates import CertState
 from gateway.pb import reconcile_pb2
-from gateway.reconcile.participant import message_id_for, record_line
+from gateway.reconcile.digests import message_id
+from gateway.reconcile.participant import record_line
 from gateway.registry.federation import Federation
 from gateway.server import CHINA, Gateway, start_gateway
 from gateway.store.engine import Engines
@@ -122,7 +123,7 @@ def test_a_province_reconciles_reads_the_report_and_sends_what_is_missing_once(
     after = json.loads(mrx(*base, "--json").stdout)
     assert after["summary"]["MISSING_AT_GATEWAY"] == 0
     with GatewayClient(live.address, sender="CN-JS", signer=signers["CN-JS"]) as js:
-        outcome = js.submit_batch([js.sign(certs[3], message_id=message_id_for(certs[3]))])[0]
+        outcome = js.submit_batch([js.sign(certs[3], message_id=message_id(certs[3]))])[0]
         assert outcome.refusal is not None and outcome.refusal.reason == "MESSAGE_ID_REUSED"
 
     # The secretariat reads the report and the list, with who did not reconcile.

@@ -38,6 +38,7 @@ def test_every_metric_is_declared_with_the_agreed_names():
         "mrx_reconciliation_runs_total",
         "mrx_reconciliation_discrepancies_total",
         "mrx_participant_last_reconciled_timestamp_seconds",
+        "mrx_participants_unreconciled",
         "mrx_self_audit_ok",
         "mrx_self_audit_last_run_timestamp_seconds",
         "mrx_signature_failures_total",

@@ -27,8 +27,9 @@ from gateway.reconcile.digests import (
     leaf,
     record_entry,
 )
+from gateway.reconcile.digests import message_id as message_id_for
 from gateway.reconcile.engine import compare, stored_digest
-from gateway.reconcile.participant import first_bits, message_id_for
+from gateway.reconcile.participant import first_bits
 from gateway.store.reconcile import StoredRecord
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "reconciliation.md"
