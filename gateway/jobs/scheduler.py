@@ -84,7 +84,7 @@ TEST_PAUSE_ENV = "MRX_JOBS_TEST_PAUSE"
 
 
 class ReconciliationProvider(Protocol):
-    """Where the reconciliation runs are (branch ``reconcile``'s runs table)."""
+    """Where the reconciliation runs are (gateway/store/reconcile.py's runs table)."""
 
     def last_complete_runs(self) -> Mapping[str, datetime | None]:
         """Participant -> end of its latest complete reconciliation (None: never)."""
