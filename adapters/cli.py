@@ -237,3 +237,10 @@ def _inbound_thread(inbound: _Inbound | None) -> Iterator[None]:
         yield
     finally:
         inbound.stop.set()
+
+
+def runner_and_inbound(adapter: Adapter) -> tuple[Runner, _Inbound | None]:
+    """What `mrx adapter run` builds for an adapter: its runner and (with a [sink]) its
+    inbound direction. For ``mrx demo --adapters``, which runs three adapters in-process."""
+    runner = _runner(adapter, dry_run=False, progress=False)
+    return runner, _inbound(adapter, runner)
