@@ -515,12 +515,11 @@ class _LocalSystem:
 
 def run_adapters_demo(*, database: str | None, template: Path, keep: bool, out: TextIO) -> int:
     """Three regions' local systems exchanging through a real gateway via their adapters."""
-    import sqlite3
-
-    from adapters import load_adapter
-    from adapters.base import SourceRow
+    from adapters import Adapter, load_adapter
     from adapters.cli import runner_and_inbound
     from adapters.mapping import load_mapping
+    from adapters.readers import SqlReader
+    from adapters.sinks import run_sql_script
 
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="mrx-demo-adapters-"))
@@ -557,9 +556,8 @@ def run_adapters_demo(*, database: str | None, template: Path, keep: bool, out: 
         raise
     target = gateway.address
     local_db = workdir / "shanghai_local.db"
-    with sqlite3.connect(local_db) as conn:
-        conn.executescript((ADAPTER_FIXTURES / "shanghai_certs.sql").read_text("utf-8"))
-        conn.execute(SH_INBOUND_DDL)
+    local_url = f"sqlite:///{local_db}"
+    run_sql_script(local_url, (ADAPTER_FIXTURES / "shanghai_certs.sql").read_text("utf-8") + SH_INBOUND_DDL)
     for name in ("jiangsu_ccc.csv", "hong_kong_certificates.csv"):
         shutil.copyfile(ADAPTER_FIXTURES / name, workdir / name)
     systems = [
@@ -579,8 +577,8 @@ def run_adapters_demo(*, database: str | None, template: Path, keep: bool, out: 
             "CN-SH",
             "Shanghai certificate table (SQL)",
             "shanghai_certs_sql.toml",
-            f'type = "sql"\nurl = "sqlite:///{local_db}"\ntable = "sh_cert_status"',
-            f'[sink]\ntype = "sql"\nurl = "sqlite:///{local_db}"\ntable = "sh_inbound_cert"\n'
+            f'type = "sql"\nurl = "{local_url}"\ntable = "sh_cert_status"',
+            f'[sink]\ntype = "sql"\nurl = "{local_url}"\ntable = "sh_inbound_cert"\n'
             f'mapping = "{ADAPTER_MAPPINGS / "shanghai_inbound_sql.toml"}"\n',
         ),
     ]
@@ -641,39 +639,38 @@ def run_adapters_demo(*, database: str | None, template: Path, keep: bool, out: 
         assert inbound is not None
         got = inbound(until_caught_up=True)
         say(f"   {got.line()}")
-        with sqlite3.connect(local_db) as conn:
-            by_province = dict(
-                conn.execute(
-                    "SELECT source_province, count(*) FROM sh_inbound_cert GROUP BY source_province"
-                ).fetchall()
-            )
+        # Read back as the local system sees it: its table, through the inbound mapping.
+        sh = adapters["CN-SH"]
+        assert sh.config is not None and sh.config.sink is not None
+        inbound_mapping = load_mapping(sh.config.sink["mapping"])
+        table = SqlReader(local_url, table="sh_inbound_cert", cursor_column=inbound_mapping.cursor_column)
+        # (An Adapter reads one issuer's rows: it checks each row's issuer against it.)
+        local_rows = [
+            m.record
+            for issuer in ("CN-JS", "CN-HK", "CN-SH")
+            for m in Adapter(participant=issuer, mapping=inbound_mapping, reader=table).snapshot()
+            if isinstance(m.record, Certificate)
+        ]
+        by_province: dict[str, int] = {}
+        for record in local_rows:
+            by_province[record.issuer] = by_province.get(record.issuer, 0) + 1
         say("   rows in sh_inbound_cert: " + ", ".join(f"{k} {v}" for k, v in sorted(by_province.items())))
         if not by_province.get("CN-JS") or not by_province.get("CN-HK") or "CN-SH" in by_province:
             failures.append(f"inbound rows by province {by_province}")
 
         say()
         say("4. End to end: the Shanghai rows are the records their issuers signed, and in the signed log")
-        sh = adapters["CN-SH"]
-        assert sh.config is not None and sh.config.sink is not None
-        inbound_mapping = load_mapping(sh.config.sink["mapping"])
         signers = load_demo_signers(paths)
-        with sqlite3.connect(local_db) as conn:
-            conn.row_factory = sqlite3.Row
-            js_row = conn.execute(
-                "SELECT * FROM sh_inbound_cert WHERE source_province = 'CN-JS' AND status_code = '2' "
-                "ORDER BY version LIMIT 1"
-            ).fetchone()
-            hk_row = conn.execute(
-                "SELECT * FROM sh_inbound_cert WHERE source_province = 'CN-HK' AND cert_no = '058'"
-            ).fetchone()
-        for label, row in (("a Jiangsu change", js_row), ("a Hong Kong record", hk_row)):
-            if row is None:
+        js_row = min(
+            (r for r in local_rows if r.issuer == "CN-JS" and r.state is CertState.SUSPENDED),
+            key=lambda r: r.version,
+            default=None,
+        )
+        hk_row = next((r for r in local_rows if r.issuer == "CN-HK" and r.certificate_number == "058"), None)
+        for label, local in (("a Jiangsu change", js_row), ("a Hong Kong record", hk_row)):
+            if local is None:
                 failures.append(f"{label} did not arrive in Shanghai")
-                continue
-            values = {k: None if row[k] is None else str(row[k]) for k in row.keys()}  # noqa: SIM118 (sqlite3.Row)
-            local = inbound_mapping.map_row(SourceRow(f"id={row['id']}", values)).record
-            ok = _verify_arrival(target, signers, federation, local, label, say)
-            if not ok:
+            elif not _verify_arrival(target, signers, federation, local, label, say):
                 failures.append(f"{label}: end-to-end verification")
         say()
         say(f"   took {time.perf_counter() - started:.1f} s")
