@@ -292,3 +292,49 @@ def test_run_once_with_a_sink_also_applies_other_provinces_changes(
         assert provinces == [("CN-JS", 290)]
         again = mrx("adapter", "run", str(shanghai.config), "--once")
         assert "inbound: received 0, applied 0" in again.stdout, again.stdout + again.stderr
+
+
+def test_run_without_once_follows_the_feed_live_into_the_sink(
+    jiangsu: Any,
+    gateway: Any,
+    signers: dict[str, PrivateKey],
+    federation_dir: Path,
+    tmp_path: Path,
+) -> None:
+    import signal
+    import time
+
+    import sqlalchemy as sa
+
+    _point_at(jiangsu, gateway.address, signers["CN-JS"], federation_dir, tmp_path / "js")
+    with contextlib.ExitStack() as stack:
+        shanghai = systems.start("shanghai_certs", tmp_path, stack)
+        _point_at(shanghai, gateway.address, signers["CN-SH"], federation_dir, tmp_path / "sh")
+        engine = sa.create_engine(shanghai.db_url)
+        stack.callback(engine.dispose)
+
+        def jiangsu_rows() -> int:
+            with engine.connect() as conn:
+                return int(
+                    conn.exec_driver_sql(
+                        "SELECT count(*) FROM sh_inbound_cert WHERE source_province = 'CN-JS'"
+                    ).scalar_one()
+                )
+
+        proc = subprocess.Popen(
+            [*MRX, "adapter", "run", str(shanghai.config), "--interval", "0.5"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            # Shanghai's adapter is already following when Jiangsu publishes.
+            assert mrx("adapter", "run", str(jiangsu.config), "--once").returncode == 1
+            deadline = time.monotonic() + 60
+            while jiangsu_rows() < 290 and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.1)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+        assert jiangsu_rows() == 290, out + err
+        assert proc.returncode == 0, err
