@@ -179,7 +179,9 @@ class _Inbound:
 
 def _inbound(adapter: Adapter, runner: Runner) -> _Inbound | None:
     """With a [sink]: a function that follows the change feed into the sink, else None."""
-    from adapters.inbound import federation_keys, follow
+    import grpc
+
+    from adapters.inbound import InboundUnavailable, federation_keys, follow
     from gateway.registry.federation import load_federation
 
     config = adapter.config
@@ -188,15 +190,26 @@ def _inbound(adapter: Adapter, runner: Runner) -> _Inbound | None:
         return None
     mapping = getattr(sink, "mapping", None)
     kinds = [mapping.kind] if mapping is not None else []
-    if config.gateway.federation is not None:
+    pinned = (
         # The province's own copy: a gateway cannot slip in a key to pass off a forgery.
-        keys_of = federation_keys(load_federation(config.gateway.federation))
-    else:
-        keys_of = {}
-        for keyid, (owner, key) in runner.client.federation_keys().items():
-            keys_of.setdefault(owner, {})[keyid] = key
+        federation_keys(load_federation(config.gateway.federation))
+        if config.gateway.federation is not None
+        else None
+    )
 
     def run(until_caught_up: bool, stop: threading.Event) -> InboundSummary:
+        keys_of = pinned
+        if keys_of is None:  # asked when the feed starts, so an unreachable gateway is retried
+            try:
+                listed = runner.client.federation_keys()
+            except grpc.RpcError as err:
+                raise InboundUnavailable(
+                    f"cannot list the federation's keys at {runner.client.target} ({err.code().name}); "
+                    "nothing applied, the inbound cursor is unchanged"
+                ) from None
+            keys_of = {}
+            for keyid, (owner, key) in listed.items():
+                keys_of.setdefault(owner, {})[keyid] = key
         return follow(
             runner.client,
             sink,
@@ -219,16 +232,21 @@ def _inbound_thread(inbound: _Inbound | None) -> Iterator[None]:
         yield
         return
 
+    import grpc
+
     def follow_forever() -> None:
         stop = inbound.stop
         while not stop.is_set():
             try:
                 summary = inbound(until_caught_up=False)
                 log.info("%s", summary.line())
-            except AdapterError as err:
+            except (AdapterError, grpc.RpcError) as err:
                 # Refused or unreachable: the cursor stays before the change; try again later.
-                log.error("%s", err)
-                print(f"mrx adapter: {err}", file=sys.stderr, flush=True)
+                if stop.is_set():
+                    return
+                why = err if isinstance(err, AdapterError) else f"gateway: {err.code().name}"
+                log.error("inbound: %s", why)
+                print(f"mrx adapter: inbound: {why}", file=sys.stderr, flush=True)
                 stop.wait(30)
 
     thread = threading.Thread(target=follow_forever, name="mrx-adapter-inbound", daemon=True)

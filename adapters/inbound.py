@@ -23,7 +23,7 @@ import tenacity
 
 from adapters.base import AdapterError, Sink
 from adapters.state import State
-from gateway.client import ChangeVerificationError, GatewayClient
+from gateway.client import ChangeVerificationError, GatewayClient, Refusal
 from gateway.convert import claimed_issuer, record_from_proto
 from gateway.crypto.dsse import SUBMISSION_PAYLOAD_TYPE, SignatureError, verify_envelope
 from gateway.crypto.suites import PublicKey
@@ -220,10 +220,7 @@ def follow(
                 close()
 
     def retryable(err: BaseException) -> bool:
-        if not isinstance(err, grpc.RpcError) or stop.is_set():
-            return False
-        code = err.code() if hasattr(err, "code") else None
-        return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        return isinstance(err, grpc.RpcError) and not stop.is_set() and retryable_code(err)
 
     def note(retry: tenacity.RetryCallState) -> None:
         summary.reconnects += 1
@@ -246,11 +243,23 @@ def follow(
     except grpc.RpcError as err:
         if stop.is_set() and err.code() == grpc.StatusCode.CANCELLED:
             return summary
-        raise InboundUnavailable(
-            f"the change feed at {client.target} stayed unavailable ({err.code().name}); the inbound "
-            f"cursor stays at log index {start_index(state)}, the next run resumes there"
+        resume = f"the inbound cursor stays at log index {start_index(state)}, the next run resumes there"
+        if retryable_code(err):
+            raise InboundUnavailable(
+                f"the change feed at {client.target} stayed unavailable ({err.code().name}); {resume}"
+            ) from None
+        # A refusal (e.g. PERMISSION_DENIED: a key the gateway does not accept): say what it said.
+        refusal = Refusal.from_rpc_error(err)
+        raise InboundRefused(
+            f"the gateway refused the subscription: {refusal.code.name} {refusal.reason}: "
+            f"{refusal.message}; {resume}"
         ) from None
     return summary
+
+
+def retryable_code(err: grpc.RpcError) -> bool:
+    code = err.code() if hasattr(err, "code") else None
+    return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 class InboundUnavailable(AdapterError):

@@ -296,3 +296,28 @@ def test_a_feed_cut_by_a_gateway_restart_resumes_with_no_loss_and_no_duplicate(
     # Every Jiangsu change exactly once: one applied twice would appear twice here.
     assert len(applied) == len(set(applied)) == len(State(js.dir / "state").lines("receipts.jsonl"))
     assert _inbound_rows(sh.db_url) == {k: ("CN-JS", v) for k, v in sent.items()}
+
+
+def test_a_refused_subscription_is_reported_with_the_gateways_reason_and_nothing_applied(
+    gateway: Any, federation: Federation, tmp_path: Path, stack: contextlib.ExitStack
+) -> None:
+    from gateway.crypto.suites import Suite
+
+    sh, adapter, state = _shanghai(tmp_path, stack)
+    unknown = PrivateKey.generate(Suite.ED25519, "CN-SH/not-registered")
+    client = GatewayClient(gateway.address, sender="CN-SH", signer=unknown)
+    stack.callback(client.close)
+    with pytest.raises(
+        InboundRefused, match=r"the gateway refused the subscription: UNAUTHENTICATED UNKNOWN_KEY"
+    ):
+        follow(
+            client,
+            adapter.sink,
+            state,
+            participant="CN-SH",
+            keys_of=federation_keys(federation),
+            kinds=["certificate_status"],
+            until_caught_up=True,
+            retry_wait=0.01,
+        )
+    assert _inbound_rows(sh.db_url) == {} and state.cursor(CURSOR_NAME) is None
