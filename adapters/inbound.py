@@ -181,21 +181,21 @@ def follow(
     network), reconnects with exponential backoff and resumes from the cursor saved after
     the last change applied: nothing is lost, and nothing applied twice (the sink would
     skip it anyway, as not newer). ``until_caught_up``: return once the log's end is
-    reached (``--once``); otherwise follow live until ``stop`` is set or the retry budget
-    (``retry_seconds`` without a single change or caught-up mark) runs out.
+    reached (``--once``); otherwise follow live until ``stop`` is set, or until the feed
+    has kept failing for ``retry_seconds`` with no change or caught-up mark in between.
     """
     summary = InboundSummary()
     stop = stop or threading.Event()
 
     def caught_up(next_index: int) -> None:
-        attempt_started[0] = time.monotonic()  # a live feed: the retry budget starts again
+        failing_since[0] = None  # the feed works: a later failure gets a fresh retry budget
         # The SDK reads this mark only after the change before it was applied (the generator
         # resumes when apply_changes asks for the next item), so everything below next_index
         # that this participant may see is applied: skip the rescan next time.
         if next_index > start_index(state):
             state.save_cursor(str(next_index), CURSOR_NAME)
 
-    attempt_started = [time.monotonic()]
+    failing_since: list[float | None] = [None]
 
     def one_connection() -> None:
         start = start_index(state)
@@ -204,7 +204,7 @@ def follow(
         )
         try:
             apply_changes(
-                _until(changes, stop, attempt_started),
+                _until(changes, stop, failing_since),
                 sink,
                 state,
                 keys_of=keys_of,
@@ -230,9 +230,17 @@ def follow(
             retry.attempt_number,
         )
 
+    def give_up(_: tenacity.RetryCallState) -> bool:
+        # Measured from the first failure since the feed last delivered something, so a
+        # quiet live feed that later drops still gets the whole budget.
+        now = time.monotonic()
+        since = failing_since[0]
+        if since is None:
+            since = failing_since[0] = now
+        return stop.is_set() or now - since > retry_seconds
+
     retrying = tenacity.Retrying(
-        # Gives up only after retry_seconds with no sign of life (a change or the caught-up mark).
-        stop=lambda _: stop.is_set() or time.monotonic() - attempt_started[0] > retry_seconds,
+        stop=give_up,
         wait=tenacity.wait_exponential(multiplier=retry_wait, max=30),
         retry=tenacity.retry_if_exception(retryable),
         before_sleep=note,
@@ -266,9 +274,11 @@ class InboundUnavailable(AdapterError):
     """The change feed could not be reached within the retry budget; the cursor is kept."""
 
 
-def _until(changes: Iterator[ChangeLike], stop: threading.Event, alive: list[float]) -> Iterator[ChangeLike]:
+def _until(
+    changes: Iterator[ChangeLike], stop: threading.Event, failing_since: list[float | None]
+) -> Iterator[ChangeLike]:
     for change in changes:
-        alive[0] = time.monotonic()
+        failing_since[0] = None
         yield change
         if stop.is_set():
             return
