@@ -12,12 +12,18 @@ which the sink skips as not newer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import grpc
+import tenacity
+
 from adapters.base import AdapterError, Sink
 from adapters.state import State
+from gateway.client import ChangeVerificationError, GatewayClient, Refusal
 from gateway.convert import claimed_issuer, record_from_proto
 from gateway.crypto.dsse import SUBMISSION_PAYLOAD_TYPE, SignatureError, verify_envelope
 from gateway.crypto.suites import PublicKey
@@ -50,7 +56,17 @@ class InboundSummary:
     received: int = 0
     applied: int = 0
     unchanged: int = 0
+    own: int = 0
+    reconnects: int = 0
     skipped_kinds: dict[str, int] = field(default_factory=dict)
+
+    def line(self) -> str:
+        skipped = sum(self.skipped_kinds.values())
+        return (
+            f"inbound: received {self.received}, applied {self.applied}, unchanged {self.unchanged}, "
+            f"own {self.own}, other kinds {skipped}"
+            + (f", reconnected {self.reconnects}" if self.reconnects else "")
+        )
 
 
 def start_index(state: State) -> int:
@@ -102,21 +118,28 @@ def apply_changes(
     *,
     keys_of: Mapping[str, Mapping[str, PublicKey]],
     kinds: Iterable[str] | None = None,
+    skip_issuers: Iterable[str] = (),
+    summary: InboundSummary | None = None,
 ) -> InboundSummary:
     """Verify and apply each change in order; persist the cursor after each one applied.
 
     ``keys_of``: participant -> key id -> public key, from your own federation file.
     ``kinds``: the record kinds the sink takes (others are skipped, the cursor moves on).
+    ``skip_issuers``: issuers whose records are not applied (the participant's own: the
+    feed returns them too, and the local system already has them).
     Raises InboundRefused (a bad signature) or the sink's error; the cursor then stays
     before that change.
     """
     wanted = set(kinds) if kinds is not None else None
-    summary = InboundSummary()
+    own = set(skip_issuers)
+    summary = summary if summary is not None else InboundSummary()
     for change in changes:
         summary.received += 1
         kind = change.record.key.split("/", 1)[0]
         if wanted is not None and kind not in wanted:
             summary.skipped_kinds[kind] = summary.skipped_kinds.get(kind, 0) + 1
+        elif change.record.issuer in own:
+            summary.own += 1
         else:
             record = verify_change(change, keys_of)
             if sink.apply(record):
@@ -137,3 +160,125 @@ def federation_keys(federation: Federation) -> dict[str, dict[str, PublicKey]]:
     for record in federation.keys.values():
         keys.setdefault(record.owner, {})[record.keyid] = record.public_key
     return keys
+
+
+def follow(
+    client: GatewayClient,
+    sink: Sink,
+    state: State,
+    *,
+    participant: str,
+    keys_of: Mapping[str, Mapping[str, PublicKey]],
+    kinds: Sequence[str],
+    until_caught_up: bool,
+    retry_seconds: float = 300.0,
+    retry_wait: float = 1.0,
+    stop: threading.Event | None = None,
+) -> InboundSummary:
+    """Subscribe as ``participant`` and apply other issuers' changes through ``sink``.
+
+    Starts at the persisted inbound cursor. When the gateway is unavailable (restarting,
+    network), reconnects with exponential backoff and resumes from the cursor saved after
+    the last change applied: nothing is lost, and nothing applied twice (the sink would
+    skip it anyway, as not newer). ``until_caught_up``: return once the log's end is
+    reached (``--once``); otherwise follow live until ``stop`` is set, or until the feed
+    has kept failing for ``retry_seconds`` with no change or caught-up mark in between.
+    """
+    summary = InboundSummary()
+    stop = stop or threading.Event()
+
+    def caught_up(next_index: int) -> None:
+        failing_since[0] = None  # the feed works: a later failure gets a fresh retry budget
+        # The SDK reads this mark only after the change before it was applied (the generator
+        # resumes when apply_changes asks for the next item), so everything below next_index
+        # that this participant may see is applied: skip the rescan next time.
+        if next_index > start_index(state):
+            state.save_cursor(str(next_index), CURSOR_NAME)
+
+    failing_since: list[float | None] = [None]
+
+    def one_connection() -> None:
+        start = start_index(state)
+        changes = client.subscribe(
+            start_index=start, kinds=kinds, until_caught_up=until_caught_up, on_caught_up=caught_up
+        )
+        try:
+            apply_changes(
+                _until(changes, stop, failing_since),
+                sink,
+                state,
+                keys_of=keys_of,
+                kinds=kinds,
+                skip_issuers=(participant,),
+                summary=summary,
+            )
+        except ChangeVerificationError as err:
+            raise InboundRefused(f"the change feed sent a change that does not verify: {err}") from None
+        finally:
+            close = getattr(changes, "close", None)
+            if close is not None:
+                close()
+
+    def retryable(err: BaseException) -> bool:
+        return isinstance(err, grpc.RpcError) and not stop.is_set() and retryable_code(err)
+
+    def note(retry: tenacity.RetryCallState) -> None:
+        summary.reconnects += 1
+        log.warning(
+            "change feed interrupted; reconnecting from log index %d (attempt %d)",
+            start_index(state),
+            retry.attempt_number,
+        )
+
+    def give_up(_: tenacity.RetryCallState) -> bool:
+        # Measured from the first failure since the feed last delivered something, so a
+        # quiet live feed that later drops still gets the whole budget.
+        now = time.monotonic()
+        since = failing_since[0]
+        if since is None:
+            since = failing_since[0] = now
+        return stop.is_set() or now - since > retry_seconds
+
+    retrying = tenacity.Retrying(
+        stop=give_up,
+        wait=tenacity.wait_exponential(multiplier=retry_wait, max=30),
+        retry=tenacity.retry_if_exception(retryable),
+        before_sleep=note,
+        reraise=True,
+    )
+    try:
+        retrying(one_connection)
+    except grpc.RpcError as err:
+        if stop.is_set() and err.code() == grpc.StatusCode.CANCELLED:
+            return summary
+        resume = f"the inbound cursor stays at log index {start_index(state)}, the next run resumes there"
+        if retryable_code(err):
+            raise InboundUnavailable(
+                f"the change feed at {client.target} stayed unavailable ({err.code().name}); {resume}"
+            ) from None
+        # A refusal (e.g. PERMISSION_DENIED: a key the gateway does not accept): say what it said.
+        refusal = Refusal.from_rpc_error(err)
+        raise InboundRefused(
+            f"the gateway refused the subscription: {refusal.code.name} {refusal.reason}: "
+            f"{refusal.message}; {resume}"
+        ) from None
+    return summary
+
+
+def retryable_code(err: grpc.RpcError) -> bool:
+    code = err.code() if hasattr(err, "code") else None
+    return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+class InboundUnavailable(AdapterError):
+    """The change feed could not be reached within the retry budget; the cursor is kept."""
+
+
+def _until(
+    changes: Iterator[ChangeLike], stop: threading.Event, failing_since: list[float | None]
+) -> Iterator[ChangeLike]:
+    for change in changes:
+        failing_since[0] = None
+        yield change
+        if stop.is_set():
+            return

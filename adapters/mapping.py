@@ -63,7 +63,9 @@ KIND_FIELDS: dict[str, dict[str, str]] = {
         "version": "int",
     },
 }
-OPTIONAL = {"reason", "accreditation_number"}
+# lab_cma_number: a Hong Kong or Macau lab has none; the domain then requires the
+# accreditation number (and says so, naming the column).
+OPTIONAL = {"reason", "accreditation_number", "lab_cma_number"}
 ENUMS: dict[str, type[Scheme] | type[CertState] | type[Conclusion]] = {
     "scheme": Scheme,
     "state": CertState,

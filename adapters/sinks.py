@@ -111,3 +111,16 @@ class SqlSink:
                 python_type = None
             out[column] = int(text) if python_type is int else text
         return out
+
+
+def run_sql_script(url: str, script: str) -> None:
+    """Run ``;``-separated DDL/DML against a local database: setting up a local system's
+    tables for ``mrx demo --adapters`` (a real province has its own)."""
+    engine = make_engine(url, 5.0)
+    try:
+        with engine.begin() as conn:
+            for statement in script.split(";\n"):
+                if statement.strip():
+                    conn.exec_driver_sql(statement)
+    finally:
+        engine.dispose()

@@ -327,8 +327,12 @@ def _cmd_keys_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo
+    from gateway.demo import run_adapters_demo, run_demo
 
+    if args.adapters:
+        return run_adapters_demo(
+            database=args.database, template=args.federation, keep=args.keep, out=sys.stdout
+        )
     return run_demo(database=args.database, template=args.federation, keep=args.keep, out=sys.stdout)
 
 
@@ -846,6 +850,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--federation", type=Path, default=REPO_KEYS, help="federation template (participants)")
     demo.add_argument("--keep", action="store_true", help="keep the temporary keys and database")
+    demo.add_argument(
+        "--adapters",
+        action="store_true",
+        help="instead: adapters of three regions' local systems exchanging both ways (docs/adapters.md)",
+    )
     demo.set_defaults(func=_cmd_demo)
 
     serve = sub.add_parser(

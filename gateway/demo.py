@@ -10,6 +10,7 @@ also a smoke test.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import shutil
 import tempfile
@@ -476,3 +477,294 @@ def _recognition(
                 f"recognition of {label} by {asker}: got {got} {codes}, expected {verdict} {reason}"
             )
     say(f"   every decision's signature verified with the gateway key {federation.gateway_code}")
+
+
+# --- mrx demo --adapters --------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+ADAPTER_FIXTURES = REPO / "tests" / "fixtures" / "adapters"
+ADAPTER_MAPPINGS = REPO / "adapters" / "mappings"
+# The pilot federation has no agreement between Hong Kong and Shanghai; the demo adds one
+# to its throw-away copy (and says so) so that the gateway lets the HKAS record through.
+DEMO_HK_SH_AGREEMENT = """
+[[agreements]]
+id = "DEMO-HK-SH-ACCREDITATION"
+name = "Demo only: Shanghai reads Hong Kong's HKAS accreditations"
+parties = ["CN-HK", "CN-SH"]
+kinds = ["certificate_status"]
+schemes = ["HOKLAS", "HKCAS"]
+effective_from = 2026-01-01
+"""
+SH_INBOUND_DDL = """CREATE TABLE sh_inbound_cert (
+  id INTEGER PRIMARY KEY,
+  source_province VARCHAR(20), cert_no VARCHAR(64), scheme_name VARCHAR(40), body_code VARCHAR(64),
+  holder_name VARCHAR(200), holder_uscc VARCHAR(18), product_scope VARCHAR(2000), status_code VARCHAR(4),
+  status_reason VARCHAR(1000), status_time VARCHAR(40), issue_date VARCHAR(8), expire_date VARCHAR(8),
+  version BIGINT
+)"""
+
+
+@dataclasses.dataclass(frozen=True)
+class _LocalSystem:
+    participant: str
+    label: str
+    mapping: str
+    reader: str
+    sink: str = ""
+
+
+def run_adapters_demo(*, database: str | None, template: Path, keep: bool, out: TextIO) -> int:
+    """Three regions' local systems exchanging through a real gateway via their adapters."""
+    from adapters import Adapter, load_adapter
+    from adapters.cli import runner_and_inbound
+    from adapters.mapping import load_mapping
+    from adapters.readers import SqlReader
+    from adapters.sinks import run_sql_script
+
+    started = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="mrx-demo-adapters-"))
+    now = datetime.now(UTC)
+
+    def say(line: str = "") -> None:
+        print(line, file=out, flush=True)
+
+    if not ADAPTER_FIXTURES.is_dir():
+        say(f"mrx demo --adapters needs the repository's fixtures ({ADAPTER_FIXTURES}): run it from a clone")
+        return 2
+    try:
+        fed_dir = workdir / "federation"
+        paths = write_demo_federation(template_dir=template, dest=fed_dir, now=now)
+        with (fed_dir / "federation.toml").open("a", encoding="utf-8") as f:
+            f.write(DEMO_HK_SH_AGREEMENT)
+        federation = load_federation(fed_dir)
+        url = resolve_database_url(database or str(workdir / "mrx.db"))
+        engines = open_engines(url)
+        server_log = logging.getLogger("gateway.server")
+        level = server_log.level
+        server_log.setLevel(logging.ERROR)
+        try:
+            gateway = start_gateway(
+                federation=federation,
+                engines=engines,
+                gateway_key=load_demo_signers(paths)[federation.gateway_code],
+                checkpoint_interval=0.2,
+            )
+        finally:
+            server_log.setLevel(level)
+    except Exception:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    target = gateway.address
+    local_db = workdir / "shanghai_local.db"
+    local_url = f"sqlite:///{local_db}"
+    run_sql_script(local_url, (ADAPTER_FIXTURES / "shanghai_certs.sql").read_text("utf-8") + SH_INBOUND_DDL)
+    for name in ("jiangsu_ccc.csv", "hong_kong_certificates.csv"):
+        shutil.copyfile(ADAPTER_FIXTURES / name, workdir / name)
+    systems = [
+        _LocalSystem(
+            "CN-JS",
+            "Jiangsu CCC list, CSV export in GBK",
+            "jiangsu_ccc_csv.toml",
+            f'type = "csv"\npath = "{workdir / "jiangsu_ccc.csv"}"\nencoding = "gbk"',
+        ),
+        _LocalSystem(
+            "CN-HK",
+            "HKAS register, English CSV",
+            "hong_kong_certificates_csv.toml",
+            f'type = "csv"\npath = "{workdir / "hong_kong_certificates.csv"}"',
+        ),
+        _LocalSystem(
+            "CN-SH",
+            "Shanghai certificate table (SQL)",
+            "shanghai_certs_sql.toml",
+            f'type = "sql"\nurl = "{local_url}"\ntable = "sh_cert_status"',
+            f'[sink]\ntype = "sql"\nurl = "{local_url}"\ntable = "sh_inbound_cert"\n'
+            f'mapping = "{ADAPTER_MAPPINGS / "shanghai_inbound_sql.toml"}"\n',
+        ),
+    ]
+    say("mrx demo --adapters: three regions' local systems exchange through the gateway")
+    say(f"  gateway     {target} (plaintext, loopback only), store {engines.dialect} {display_url(url)}")
+    say(
+        "  agreements  CN-JS -> CN-SH under YRD-2026-RESULTS (CCC); CN-HK -> CN-SH under "
+        "DEMO-HK-SH-ACCREDITATION, added to the demo's throw-away federation only"
+    )
+    say(f"  local data  {workdir} (copied from tests/fixtures/adapters, thrown away afterwards)")
+    failures: list[str] = []
+    runners = []
+    # Section 2 prints every unmappable row once; the adapter's log would repeat each on stderr.
+    adapter_log = logging.getLogger("mrx.adapter")
+    adapter_level = adapter_log.level
+    adapter_log.setLevel(logging.ERROR)
+    try:
+        adapters = {}
+        inbound = None
+        say()
+        say("1. Each local system's adapter publishes its changes (as `mrx adapter run --once`)")
+        for system in systems:
+            sysdir = workdir / system.participant
+            sysdir.mkdir()
+            config = sysdir / "adapter.toml"
+            config.write_text(
+                f'participant = "{system.participant}"\nmapping = "{ADAPTER_MAPPINGS / system.mapping}"\n'
+                f'state_dir = "state"\nbatch_size = 200\n\n[gateway]\naddress = "{target}"\n'
+                f'key = "{paths[system.participant]}"\nkeyid = "{system.participant}/demo"\n'
+                f'federation = "{fed_dir}"\nretry_seconds = 10\n\n[reader]\n{system.reader}\n\n{system.sink}',
+                "utf-8",
+            )
+            adapter = load_adapter(config)
+            adapters[system.participant] = adapter
+            runner, follow = runner_and_inbound(adapter)
+            runners.append(runner)
+            inbound = follow or inbound
+            summary = runner.run_once()
+            say(f"   {system.participant}  {system.label:<37} {summary.lines()[0]}")
+            if summary.accepted == 0:
+                failures.append(f"{system.participant}: nothing accepted")
+
+        say()
+        say("2. Rows no adapter could map (row, column, why): reported, never sent; the rest went through")
+        for system in systems:
+            assert adapters[system.participant].config is not None
+            state_dir = workdir / system.participant / "state"
+            for line in (state_dir / "rejects.jsonl").read_text("utf-8").splitlines():
+                reject = json.loads(line)
+                if "field" in reject:
+                    say(f"   {system.participant} {reject['where']:<20} {reject['field']}: {reject['why']}")
+                else:
+                    refused = f"refused by the gateway: {reject['reason']}"
+                    say(f"   {system.participant} {reject['where']:<20} {refused}")
+
+        say()
+        say("3. The Shanghai adapter follows the change feed into its local table sh_inbound_cert")
+        assert inbound is not None
+        got = inbound(until_caught_up=True)
+        say(f"   {got.line()}")
+        # Read back as the local system sees it: its table, through the inbound mapping.
+        sh = adapters["CN-SH"]
+        assert sh.config is not None and sh.config.sink is not None
+        inbound_mapping = load_mapping(sh.config.sink["mapping"])
+        table = SqlReader(local_url, table="sh_inbound_cert", cursor_column=inbound_mapping.cursor_column)
+        # (An Adapter reads one issuer's rows: it checks each row's issuer against it.)
+        local_rows = [
+            m.record
+            for issuer in ("CN-JS", "CN-HK", "CN-SH")
+            for m in Adapter(participant=issuer, mapping=inbound_mapping, reader=table).snapshot()
+            if isinstance(m.record, Certificate)
+        ]
+        by_province: dict[str, int] = {}
+        for record in local_rows:
+            by_province[record.issuer] = by_province.get(record.issuer, 0) + 1
+        say("   rows in sh_inbound_cert: " + ", ".join(f"{k} {v}" for k, v in sorted(by_province.items())))
+        if not by_province.get("CN-JS") or not by_province.get("CN-HK") or "CN-SH" in by_province:
+            failures.append(f"inbound rows by province {by_province}")
+
+        say()
+        say("4. End to end: the Shanghai rows are the records their issuers signed, and in the signed log")
+        signers = load_demo_signers(paths)
+        js_row = min(
+            (r for r in local_rows if r.issuer == "CN-JS" and r.state is CertState.SUSPENDED),
+            key=lambda r: r.version,
+            default=None,
+        )
+        hk_row = next((r for r in local_rows if r.issuer == "CN-HK" and r.certificate_number == "058"), None)
+        for label, local in (("a Jiangsu change", js_row), ("a Hong Kong record", hk_row)):
+            if local is None:
+                failures.append(f"{label} did not arrive in Shanghai")
+            elif not _verify_arrival(target, signers, federation, local, label, say):
+                failures.append(f"{label}: end-to-end verification")
+        say()
+        say(f"   took {time.perf_counter() - started:.1f} s")
+    finally:
+        adapter_log.setLevel(adapter_level)
+        for runner in runners:
+            runner.close()
+        gateway.stop()
+        engines.dispose()
+        if keep:
+            say(f"   kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if failures:
+        say("DEMO FAILED: " + "; ".join(failures))
+        return 1
+    say("Demo finished: both directions verified end to end.")
+    return 0
+
+
+def _verify_arrival(
+    target: str,
+    signers: dict[str, PrivateKey],
+    federation: Federation,
+    local: Record | None,
+    label: str,
+    say: Callable[[str], None],
+) -> bool:
+    """The row in Shanghai's table against the change feed, the issuer's key and the log."""
+    import hashlib
+
+    from gateway.audit import merkle
+    from gateway.audit.checkpoints import CHECKPOINT_PAYLOAD_TYPE
+    from gateway.client import AuditClient
+    from gateway.crypto.dsse import verify_envelope
+    from gateway.pb import audit_pb2
+
+    if not isinstance(local, Certificate):
+        say(f"   {label}: the Shanghai row does not map back to a certificate")
+        return False
+    with GatewayClient(target, sender="CN-SH", signer=signers["CN-SH"]) as client:
+        changes = [
+            c
+            for c in client.subscribe(
+                kinds=["certificate_status"],
+                issuers=[local.issuer],
+                certificate_numbers=[local.certificate_number],
+                until_caught_up=True,
+            )
+            if c.record.key == local.key
+        ]
+    change = changes[-1]
+    signature = change.envelope.signatures[0]
+    issuer_key = federation.keys[signature.keyid]
+    signed_ok = issuer_key.owner == local.issuer and verify_envelope_signature(
+        change.envelope, issuer_key.public_key
+    )
+    same = change.record == local
+    say(
+        f"   {label}: {local.scheme.name} {local.certificate_number} ({local.holder.name}), "
+        f"{local.state.name} v{local.version}"
+    )
+    say(
+        f"     Shanghai row = the record {local.issuer} signed: {'yes' if same else 'NO'}; issuer signature "
+        f"({signature.keyid}, {issuer_key.suite.value}): {'verified' if signed_ok else 'DOES NOT VERIFY'}"
+    )
+    gateway_keys = {k.keyid: k.public_key for k in federation.keys_of(federation.gateway_code)}
+    # A province sees the leaves of its own exchanges only; the issuer's alliance
+    # secretariat (its auditor) asks for the proof.
+    auditor = next(a.secretariat for a in federation.alliances.values() if local.issuer in a.members)
+    with AuditClient(target, principal=auditor, signer=signers[auditor]) as audit:
+        deadline = time.monotonic() + 10
+        while True:
+            envelope = audit.checkpoint()
+            checkpoint = audit_pb2.Checkpoint.FromString(envelope.payload)
+            if checkpoint.tree_size > change.log_index or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        verify_envelope(envelope, payload_type=CHECKPOINT_PAYLOAD_TYPE, keys=gateway_keys, what="checkpoint")
+        proof = audit.inclusion_proof(log_index=change.log_index, tree_size=checkpoint.tree_size)
+    leaf = audit_pb2.ExchangeLeaf.FromString(proof.leaf)
+    included = (
+        leaf.record_key == local.key
+        and leaf.envelope_sha256 == hashlib.sha256(change.envelope.SerializeToString()).digest()
+        and merkle.verify_inclusion(
+            merkle.leaf_hash(proof.leaf),
+            change.log_index,
+            checkpoint.tree_size,
+            list(proof.hashes),
+            checkpoint.root_hash,
+        )
+    )
+    say(
+        f"     log #{change.log_index} in the gateway-signed checkpoint of size {checkpoint.tree_size}: "
+        f"inclusion proof (asked by {auditor}) {'verified' if included else 'DOES NOT VERIFY'}"
+    )
+    return same and signed_ok and included

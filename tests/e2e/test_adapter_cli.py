@@ -37,8 +37,8 @@ def jiangsu(tmp_path: Path) -> Iterator[Any]:
 
 
 def _point_at(system: Any, address: str, key: PrivateKey, federation_dir: Path, tmp_path: Path) -> None:
-    key_path = tmp_path / "private" / "CN-JS.key.pem"
-    key_path.parent.mkdir(mode=0o700)
+    key_path = tmp_path / "private" / f"{system.participant}.key.pem"
+    key_path.parent.mkdir(mode=0o700, parents=True)
     key.save(key_path)
     text = system.config.read_text("utf-8").replace(
         '[gateway]\naddress = "127.0.0.1:1"',
@@ -261,3 +261,80 @@ def test_run_polls_picks_up_new_rows_and_stops_cleanly_on_ctrl_c(
     assert proc.returncode == 0, err
     assert "read 1, mapped 1, unmappable 0, sent 1, accepted 1, refused 0\n" in lines
     assert "Traceback" not in err
+
+
+def test_run_once_with_a_sink_also_applies_other_provinces_changes(
+    jiangsu: Any,
+    gateway: Any,
+    signers: dict[str, PrivateKey],
+    federation_dir: Path,
+    tmp_path: Path,
+) -> None:
+    import sqlalchemy as sa
+
+    _point_at(jiangsu, gateway.address, signers["CN-JS"], federation_dir, tmp_path / "js")
+    assert mrx("adapter", "run", str(jiangsu.config), "--once").returncode == 1  # its 8 bad rows
+    with contextlib.ExitStack() as stack:
+        shanghai = systems.start("shanghai_certs", tmp_path, stack)
+        _point_at(shanghai, gateway.address, signers["CN-SH"], federation_dir, tmp_path / "sh")
+        first = mrx("adapter", "run", str(shanghai.config), "--once")
+        assert first.returncode == 1, first.stderr  # Shanghai's own 3 bad rows
+        # Outbound first (Shanghai's 251 changes), then the feed until caught up: Jiangsu's
+        # 294 accepted changes applied, Shanghai's own not written back.
+        assert "read 254, mapped 251, unmappable 3, sent 251, accepted 251" in first.stdout
+        assert "inbound: received 545, applied 294, unchanged 0, own 251, other kinds 0" in first.stdout
+        engine = sa.create_engine(shanghai.db_url)
+        with engine.connect() as conn:
+            provinces = conn.exec_driver_sql(
+                "SELECT source_province, count(*) FROM sh_inbound_cert GROUP BY source_province"
+            ).all()
+        engine.dispose()
+        assert provinces == [("CN-JS", 290)]
+        again = mrx("adapter", "run", str(shanghai.config), "--once")
+        assert "inbound: received 0, applied 0" in again.stdout, again.stdout + again.stderr
+
+
+def test_run_without_once_follows_the_feed_live_into_the_sink(
+    jiangsu: Any,
+    gateway: Any,
+    signers: dict[str, PrivateKey],
+    federation_dir: Path,
+    tmp_path: Path,
+) -> None:
+    import signal
+    import time
+
+    import sqlalchemy as sa
+
+    _point_at(jiangsu, gateway.address, signers["CN-JS"], federation_dir, tmp_path / "js")
+    with contextlib.ExitStack() as stack:
+        shanghai = systems.start("shanghai_certs", tmp_path, stack)
+        _point_at(shanghai, gateway.address, signers["CN-SH"], federation_dir, tmp_path / "sh")
+        engine = sa.create_engine(shanghai.db_url)
+        stack.callback(engine.dispose)
+
+        def jiangsu_rows() -> int:
+            with engine.connect() as conn:
+                return int(
+                    conn.exec_driver_sql(
+                        "SELECT count(*) FROM sh_inbound_cert WHERE source_province = 'CN-JS'"
+                    ).scalar_one()
+                )
+
+        proc = subprocess.Popen(
+            [*MRX, "adapter", "run", str(shanghai.config), "--interval", "0.5"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            # Shanghai's adapter is already following when Jiangsu publishes.
+            assert mrx("adapter", "run", str(jiangsu.config), "--once").returncode == 1
+            deadline = time.monotonic() + 60
+            while jiangsu_rows() < 290 and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.1)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+        assert jiangsu_rows() == 290, out + err
+        assert proc.returncode == 0, err

@@ -165,3 +165,15 @@ def test_federation_keys_verify_a_change_signed_with_a_federation_key(
     forged = _change(2, _cert(2), signers["CN-ZJ"])  # CN-ZJ's key on a CN-JS record
     with pytest.raises(InboundRefused, match="issuer CN-JS's signature"):
         apply_changes([forged], sink, State(tmp_path / "s"), keys_of=keys)
+
+
+def test_the_participants_own_records_are_passed_without_being_applied(
+    sink: SqlSink, key: PrivateKey, tmp_path: Path
+) -> None:
+    state = State(tmp_path / "state")
+    keys = {"CN-JS": {key.keyid: key.public_key()}}
+    changes = [_change(1, _cert(1), key), _change(2, _cert(2), key)]
+    summary = apply_changes(changes, sink, state, keys_of=keys, skip_issuers=("CN-JS",))
+    assert (summary.received, summary.own, summary.applied) == (2, 2, 0)
+    assert _rows(sink) == [] and start_index(state) == 3
+    assert summary.line() == "inbound: received 2, applied 0, unchanged 0, own 2, other kinds 0"
