@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -570,3 +571,74 @@ def throwaway_postgres() -> Iterator[ThrowawayPostgres]:
         with contextlib.suppress(subprocess.CalledProcessError):
             pg.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+class ServeProcess:
+    """A real `mrx serve` process (the tests that need real processes: replicas, jobs, the
+    change feed across replicas). Its output is drained by a thread: a full pipe would stall
+    it. ``verbose`` adds -v, which logs lines (the schema check) before the address line."""
+
+    def __init__(
+        self,
+        federation_dir: Path,
+        database: str,
+        gw_key: Path,
+        *extra: str,
+        verbose: bool = False,
+        env: dict[str, str] | None = None,
+    ):
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", *(["-v"] if verbose else []), "serve",
+             "--address", "127.0.0.1:0", "--federation", str(federation_dir), "--database", database,
+             "--gateway-key", str(gw_key), "--gateway-keyid", "MRX-GW/demo", *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )  # fmt: skip
+        self.lines: list[str] = []
+        self._drain: threading.Thread | None = None
+
+    def ready(self) -> str:
+        """The address it serves on, once it says so."""
+        import re
+
+        stdout = self.proc.stdout
+        assert stdout is not None
+        match = None
+        while match is None:
+            line = stdout.readline()
+            self.lines.append(line)
+            match = re.search(r"serving on (\S+:\d+) ", line)
+            if not line:
+                self.proc.kill()
+                pytest.fail(f"mrx serve did not start: {''.join(self.lines)}")
+        self._drain = threading.Thread(target=lambda: self.lines.extend(stdout), daemon=True)
+        self._drain.start()
+        return match.group(1)
+
+    def stop(self) -> int:
+        """SIGTERM (a drain), then the exit code; killed if it does not end within 60 s."""
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait(10)
+        if self._drain is not None:
+            self._drain.join(10)
+        return code
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+
+@pytest.fixture
+def serve_process() -> type[ServeProcess]:
+    return ServeProcess

@@ -12,15 +12,10 @@ from __future__ import annotations
 
 import collections
 import itertools
-import os
 import re
 import signal
-import subprocess
-import sys
-import threading
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import grpc
 import pytest
@@ -40,55 +35,13 @@ NEVER = "0 0 29 2 *"  # keeps the other jobs out of the way
 RAN = re.compile(r"job self-audit at (\S+): (ok|failed): ")
 
 
-class Replica:
-    """A real `mrx serve` (with -v: the job lines are INFO); output drained by a thread."""
-
-    def __init__(
-        self, federation_dir: Path, database: str, gw_key: Path, schedule: str, *extra: str, env=None
-    ):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "-v", "serve", "--address", "127.0.0.1:0",
-             "--federation", str(federation_dir), "--database", database,
-             "--gateway-key", str(gw_key), "--gateway-keyid", "MRX-GW/demo",
-             "--checkpoint-interval", "0.5",
-             "--job-schedules", f"prune-job-runs={NEVER}; self-audit={schedule}", *extra],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, **(env or {})},
-        )  # fmt: skip
-        self.lines: list[str] = []
-        self._drain: threading.Thread | None = None
-
-    def ready(self) -> str:
-        assert self.proc.stdout is not None
-        # -v logs the schema check (before the address line) too.
-        match = None
-        while match is None:
-            line = self.proc.stdout.readline()
-            self.lines.append(line)
-            match = re.search(r"serving on (\S+:\d+) ", line)
-            if not line:
-                self.proc.kill()
-                pytest.fail(f"mrx serve did not start: {''.join(self.lines)}")
-        self._drain = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
-        self._drain.start()
-        return match.group(1)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait(10)
-        if self._drain is not None:
-            self._drain.join(10)
-        return code
-
-    def output(self) -> str:
-        return "".join(self.lines)
+def _replica(serve_process, federation_dir, database, gw_key, schedule, *extra, env=None):
+    """A real `mrx serve` running the self-audit on ``schedule`` (with -v: the job lines are INFO)."""
+    return serve_process(
+        federation_dir, database, gw_key, "--checkpoint-interval", "0.5",
+        "--job-schedules", f"prune-job-runs={NEVER}; self-audit={schedule}", *extra,
+        verbose=True, env=env,
+    )  # fmt: skip
 
 
 def runs(engines):
@@ -110,10 +63,13 @@ def wait_for(predicate, timeout: float, what: str):
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_each_scheduled_time_runs_exactly_once_across_two_replicas(
-    federation_dir, federation_paths, database_url, open_store
+    federation_dir, federation_paths, database_url, open_store, serve_process
 ):
     args = ("*/2 * * * * *", "--job-lease", "3")
-    replicas = [Replica(federation_dir, database_url, federation_paths["MRX-GW"], *args) for _ in range(2)]
+    replicas = [
+        _replica(serve_process, federation_dir, database_url, federation_paths["MRX-GW"], *args)
+        for _ in range(2)
+    ]
     try:
         addresses = [r.ready() for r in replicas]
         js = PrivateKey.load(federation_paths["CN-JS"], "CN-JS/demo")
@@ -154,15 +110,20 @@ def test_each_scheduled_time_runs_exactly_once_across_two_replicas(
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_replica_killed_mid_job_is_taken_over_by_the_next_start(
-    federation_dir, federation_paths, database_url, open_store
+    federation_dir, federation_paths, database_url, open_store, serve_process
 ):
     # Once a day, a few seconds from now: the killed run is still the latest one due when
     # the next replica starts, so it is taken over (not abandoned).
     at = datetime.now(CHINA).replace(microsecond=0) + timedelta(seconds=3)
     args = (f"{at.second} {at.minute} {at.hour} * * *", "--job-lease", "2")
     engines = open_store(database_url)
-    doomed = Replica(
-        federation_dir, database_url, federation_paths["MRX-GW"], *args, env={"MRX_JOBS_TEST_PAUSE": "60"}
+    doomed = _replica(
+        serve_process,
+        federation_dir,
+        database_url,
+        federation_paths["MRX-GW"],
+        *args,
+        env={"MRX_JOBS_TEST_PAUSE": "60"},
     )
     try:
         doomed.ready()
@@ -176,7 +137,7 @@ def test_a_replica_killed_mid_job_is_taken_over_by_the_next_start(
         doomed.stop()
     assert runs(engines)[0].outcome == RUNNING  # left behind by the dead process
 
-    successor = Replica(federation_dir, database_url, federation_paths["MRX-GW"], *args)
+    successor = _replica(serve_process, federation_dir, database_url, federation_paths["MRX-GW"], *args)
     try:
         successor.ready()
         done = wait_for(lambda: [r for r in runs(engines) if r.outcome != RUNNING], 30, "the takeover")
@@ -192,7 +153,7 @@ def test_a_replica_killed_mid_job_is_taken_over_by_the_next_start(
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_runs_missed_while_every_replica_was_down_run_once_on_return(
-    federation_dir, federation_paths, database_url, open_store
+    federation_dir, federation_paths, database_url, open_store, serve_process
 ):
     """Three scheduled times pass with no gateway up; the one that starts afterwards runs
     the latest of them once, never all three; starting again runs nothing more."""
@@ -205,7 +166,7 @@ def test_runs_missed_while_every_replica_was_down_run_once_on_return(
     while datetime.now(CHINA) < times[-1] + timedelta(seconds=1):
         time.sleep(0.1)
     for start in range(2):
-        replica = Replica(federation_dir, database_url, federation_paths["MRX-GW"], *args)
+        replica = _replica(serve_process, federation_dir, database_url, federation_paths["MRX-GW"], *args)
         try:
             replica.ready()
             wait_for(lambda: [r for r in runs(engines) if r.outcome == OK], 30, "the missed run")

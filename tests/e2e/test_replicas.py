@@ -13,15 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 import grpc
 import pytest
@@ -44,46 +39,6 @@ Code = grpc.StatusCode
 ACCEPTED = envelope_pb2.OUTCOME_ACCEPTED
 
 
-class Replica:
-    """A real `mrx serve` process; its output is drained by a thread (a full pipe would stall it)."""
-
-    def __init__(self, federation_dir: Path, database: str, gw_key: Path):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--address", "127.0.0.1:0",
-             "--federation", str(federation_dir), "--database", database,
-             "--gateway-key", str(gw_key), "--gateway-keyid", "MRX-GW/demo",
-             "--checkpoint-interval", "0.5"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )  # fmt: skip
-        self.lines: list[str] = []
-        self._drain: threading.Thread | None = None
-
-    def ready(self) -> str:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        match = re.search(r"serving on (\S+:\d+) .*writer pid (\d+)", line)
-        if match is None:
-            self.proc.kill()
-            pytest.fail(f"mrx serve did not start: {line}{self.proc.stdout.read()}")
-        self._drain = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
-        self._drain.start()
-        return match.group(1)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait(10)
-        if self._drain is not None:
-            self._drain.join(10)
-        return code
-
-
 def _digest(env: envelope_pb2.Envelope) -> bytes:
     return hashlib.sha256(env.SerializeToString(deterministic=True)).digest()
 
@@ -102,7 +57,7 @@ def _mth(leaves: list[bytes]) -> bytes:
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_two_replicas_on_one_postgresql_keep_one_linear_log(
-    federation_dir, federation_paths, database_url, open_store
+    federation_dir, federation_paths, database_url, open_store, serve_process
 ):
     js = PrivateKey.load(federation_paths["CN-JS"], "CN-JS/demo")
     certs = demo_certificates("CN-JS", count=520, today=datetime.now(UTC).date())
@@ -122,7 +77,12 @@ def test_two_replicas_on_one_postgresql_keep_one_linear_log(
     ]
 
     # Both start together on a fresh schema: creating the tables is serialized too.
-    replicas = [Replica(federation_dir, database_url, federation_paths["MRX-GW"]) for _ in range(2)]
+    replicas = [
+        serve_process(
+            federation_dir, database_url, federation_paths["MRX-GW"], "--checkpoint-interval", "0.5"
+        )
+        for _ in range(2)
+    ]
     try:
         addresses = [r.ready() for r in replicas]
     except BaseException:
