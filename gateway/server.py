@@ -93,7 +93,15 @@ class ConfigError(RuntimeError):
     """The gateway cannot start with this configuration; the message says why."""
 
 
-def check_gateway_key(federation: Federation, key: PrivateKey) -> None:
+# A gateway key this close to its not_after is logged at start (and alerted on through
+# mrx_gateway_key_not_after_timestamp_seconds): rotation takes the watchers a few days.
+KEY_EXPIRY_WARNING = timedelta(days=30)
+
+
+def check_gateway_key(federation: Federation, key: PrivateKey, *, now: datetime | None = None) -> None:
+    """Refuse to sign with a key the federation does not list as the gateway's, or one not
+    valid now: every receipt and checkpoint it made would fail verification."""
+    now = now or datetime.now(UTC)
     record = federation.keys.get(key.keyid)
     if record is None:
         raise ConfigError(f"gateway key id {key.keyid!r} is not listed in the federation file")
@@ -104,6 +112,23 @@ def check_gateway_key(federation: Federation, key: PrivateKey) -> None:
         raise ConfigError(f"the private key does not match the public key registered as {key.keyid}")
     if record.revoked:
         raise ConfigError(f"gateway key {key.keyid} is revoked")
+    if now < record.not_before:
+        raise ConfigError(
+            f"gateway key {key.keyid} is not valid before {record.not_before.isoformat()}; "
+            "sign with the current key until then"
+        )
+    if record.not_after is not None and now >= record.not_after:
+        raise ConfigError(
+            f"gateway key {key.keyid} expired at {record.not_after.isoformat()}; "
+            "rotate to a new gateway key (docs/operations.md, Keys)"
+        )
+    if record.not_after is not None and record.not_after - now < KEY_EXPIRY_WARNING:
+        log.warning(
+            "gateway key %s expires at %s (in %d days): rotate it (docs/operations.md, Keys)",
+            key.keyid,
+            record.not_after.isoformat(),
+            (record.not_after - now).days,
+        )
 
 
 @dataclass
@@ -338,7 +363,10 @@ def start_gateway(
     scheduled jobs with these settings (gateway/jobs/scheduler.py; not in further fronts);
     ``reconciliation``: where the reconciliation runs are, for the reconciliation check.
     """
-    check_gateway_key(federation, gateway_key)
+    check_gateway_key(federation, gateway_key, now=clock())
+    not_after = federation.keys[gateway_key.keyid].not_after
+    if not_after is not None:
+        metrics.GATEWAY_KEY_NOT_AFTER.set(not_after.timestamp())
     server_tls = _server_tls(address, tls)
     holder: list[Gateway] = []
 

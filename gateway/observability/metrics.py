@@ -118,6 +118,11 @@ SELF_AUDIT_LAST_RUN = Gauge(
     "Unix time the last self-audit finished",
     multiprocess_mode="max",
 )
+GATEWAY_KEY_NOT_AFTER = Gauge(
+    "mrx_gateway_key_not_after_timestamp_seconds",
+    "Unix time the gateway's signing key stops being valid (its not_after); absent for a key without one",
+    multiprocess_mode="min",
+)
 SIGNATURE_FAILURES = Counter(
     "mrx_signature_failures_total",
     "Submissions whose signature could not be tied to a valid key, by claimed participant and reason",

@@ -99,7 +99,7 @@ def test_log_size_and_checkpoint_gauges_follow_the_checkpointer(observed, client
     assert _get(samples, "mrx_log_size") == 3
     assert _get(samples, "mrx_checkpoint_size") == 3
     assert _get(samples, "mrx_checkpoint_age_seconds") == 0
-    # Declared for the other branches, exported from the start (alerts can be written now).
+    # Exported from the start, so alert rules can be written before the first run.
     names = {name for name, _ in samples}
     for declared in ("mrx_subscribers", "mrx_self_audit_ok", "mrx_self_audit_last_run_timestamp_seconds"):
         assert declared in names
@@ -184,3 +184,10 @@ def test_the_checkpoint_age_grows_while_checkpoints_fail(observed, client_for, c
     assert _get(samples, "mrx_checkpoint_age_seconds") == 7 * 60
     assert _get(samples, "mrx_log_size") == 1
     assert _get(samples, "mrx_checkpoint_size") == 0
+
+
+def test_the_gateway_keys_end_of_validity_is_exported(observed, federation, signers):
+    _, scrape = observed
+    record = federation.keys[signers[federation.gateway_code].keyid]
+    assert record.not_after is not None
+    assert _get(scrape(), "mrx_gateway_key_not_after_timestamp_seconds") == record.not_after.timestamp()

@@ -41,6 +41,7 @@ def test_every_metric_is_declared_with_the_agreed_names():
         "mrx_participants_unreconciled",
         "mrx_self_audit_ok",
         "mrx_self_audit_last_run_timestamp_seconds",
+        "mrx_gateway_key_not_after_timestamp_seconds",
         "mrx_signature_failures_total",
         "mrx_store_up",
         "mrx_writer_up",
