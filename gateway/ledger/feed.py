@@ -48,6 +48,9 @@ class FeedLimits:
     poll_interval: float = 0.5
     # A heartbeat after this many seconds with nothing sent.
     heartbeat: float = 15.0
+    # How often an open subscription checks that its signing key is still valid (a key
+    # that expires or is revoked while the stream is open ends it).
+    key_check: float = 60.0
     # Threads reading the log for the feed (backfills and the tailer).
     read_threads: int = 2
 

@@ -39,6 +39,8 @@ class Principal:
     participant: Participant
     # Participants whose exchanges this principal may see; None means every one.
     parties: frozenset[str] | None
+    # The key the read was signed with (a long stream checks it again: key_still_valid).
+    keyid: str = ""
 
     @property
     def code(self) -> str:
@@ -226,7 +228,12 @@ class ReadAuthenticator:
                 reason="REPLAYED_REQUEST",
             )
         participant = self._federation.participants[key.owner]
-        return Principal(participant, self._parties(participant))
+        return Principal(participant, self._parties(participant), keyid=keyid)
+
+    def key_still_valid(self, principal: Principal) -> None:
+        """For calls that outlive the signing (Subscribe): the key the call was signed with
+        must still be valid now; raises the error a new call with it would get."""
+        self._federation.key_for_signature(principal.keyid, at=self._clock())
 
     def require_personal_data(self, principal: Principal, *, issuer: str, kind: str, today: date) -> None:
         """Records about people (assessors): the issuer, its secretariats, the gateway, and

@@ -3,6 +3,7 @@ change feed (gateway/ledger/feed.py) as SubscribeEvents."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime
 from typing import Any
@@ -50,8 +51,13 @@ class Subscriptions:
                 metadata={"log_size": str(size), "start_index": str(request.start_index)[:20]},
             )
         sub = self.feed.open(principal.code)
+        checked = time.monotonic()
         try:
             async for event in sub.events(request.start_index, flt):
+                # Heartbeats keep this loop turning on a quiet feed, so the check runs.
+                if time.monotonic() - checked >= self.feed.limits.key_check:
+                    self._auth.key_still_valid(principal)
+                    checked = time.monotonic()
                 yield _event(event)
         finally:
             sub.close()

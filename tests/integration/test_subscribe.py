@@ -7,6 +7,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -319,6 +320,29 @@ def test_heartbeats_carry_the_resume_position(gateway_factory, signers, clock, c
         # Nothing matches, yet the subscriber learns it may resume from index 1.
         assert first.WhichOneof("event") == "caught_up" and first.caught_up.next_index == 1
         assert second.WhichOneof("event") == "heartbeat" and second.heartbeat.next_index == 1
+
+
+def test_a_key_that_expires_while_the_stream_is_open_ends_it(gateway_factory, signers, clock, rpc_refusal):
+    gw = gateway_factory(feed_limits=FeedLimits(heartbeat=0.2, key_check=0.1))
+    with grpc.insecure_channel(gw.address) as ch:
+        request = exchange_pb2.SubscribeRequest()
+        # CN-JS/edge is valid for ten more days of the test clock.
+        md = sign_read(
+            signer=signers["CN-JS/edge"], principal="CN-JS", method=METHOD, request=request, now=clock.now
+        )
+        # The deadline only bounds the test: without the check the stream would go on.
+        call = exchange_pb2_grpc.ExchangeServiceStub(ch).Subscribe(request, metadata=md, timeout=20)
+        events = iter(call)
+        assert next(events).WhichOneof("event") == "caught_up"
+        assert next(events).WhichOneof("event") == "heartbeat"  # still valid: the stream goes on
+        clock.advance(timedelta(days=11))
+
+        def drain() -> None:
+            for _ in events:
+                pass
+
+        rpc_refusal(drain, grpc.StatusCode.UNAUTHENTICATED, "KEY_EXPIRED")
+    _wait_until(lambda: gw.gateway.feed.subscriptions == 0, "the subscription to be released")
 
 
 def test_stopping_the_gateway_ends_subscriptions_with_unavailable(
