@@ -119,6 +119,8 @@ class ErrorReason(_message.Message):
         """e.g. out of REVOKED"""
         RUN_NOT_RUNNING: ErrorReason._Value.ValueType  # 63
         """a reconciliation run already complete, failed or abandoned"""
+        RUN_IN_PROGRESS: ErrorReason._Value.ValueType  # 64
+        """a reconciliation of the participant is already running"""
         CERTIFICATE_NOT_FOUND: ErrorReason._Value.ValueType  # 70
         """NOT_FOUND"""
         RECORD_NOT_FOUND: ErrorReason._Value.ValueType  # 71
@@ -237,6 +239,8 @@ class ErrorReason(_message.Message):
     """e.g. out of REVOKED"""
     RUN_NOT_RUNNING: ErrorReason.Value.ValueType  # 63
     """a reconciliation run already complete, failed or abandoned"""
+    RUN_IN_PROGRESS: ErrorReason.Value.ValueType  # 64
+    """a reconciliation of the participant is already running"""
     CERTIFICATE_NOT_FOUND: ErrorReason.Value.ValueType  # 70
     """NOT_FOUND"""
     RECORD_NOT_FOUND: ErrorReason.Value.ValueType  # 71

@@ -80,7 +80,8 @@ class ReconciliationServiceServicer:
         within their lease) are marked ABANDONED first. PERMISSION_DENIED:
         NOT_OWN_RECORDS (participant is not the caller), READ_ONLY_PRINCIPAL (a secretariat
         or the gateway: they read runs, they do not run them). INVALID_ARGUMENT:
-        INVALID_FIELDS (participant missing, too many key ids).
+        INVALID_FIELDS (participant missing, too many key ids). FAILED_PRECONDITION:
+        RUN_IN_PROGRESS (another run of the participant is still running; metadata run_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -48,7 +48,8 @@ class ReconciliationServiceStub:
     within their lease) are marked ABANDONED first. PERMISSION_DENIED:
     NOT_OWN_RECORDS (participant is not the caller), READ_ONLY_PRINCIPAL (a secretariat
     or the gateway: they read runs, they do not run them). INVALID_ARGUMENT:
-    INVALID_FIELDS (participant missing, too many key ids).
+    INVALID_FIELDS (participant missing, too many key ids). FAILED_PRECONDITION:
+    RUN_IN_PROGRESS (another run of the participant is still running; metadata run_id).
     """
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_reconcile_pb2.HeartbeatRequest, _reconcile_pb2.HeartbeatResponse]
     """Keeps the run's lease while the participant reads its snapshot. NOT_FOUND
@@ -103,7 +104,8 @@ class ReconciliationServiceAsyncStub(ReconciliationServiceStub):
     within their lease) are marked ABANDONED first. PERMISSION_DENIED:
     NOT_OWN_RECORDS (participant is not the caller), READ_ONLY_PRINCIPAL (a secretariat
     or the gateway: they read runs, they do not run them). INVALID_ARGUMENT:
-    INVALID_FIELDS (participant missing, too many key ids).
+    INVALID_FIELDS (participant missing, too many key ids). FAILED_PRECONDITION:
+    RUN_IN_PROGRESS (another run of the participant is still running; metadata run_id).
     """
     Heartbeat: _aio.UnaryUnaryMultiCallable[_reconcile_pb2.HeartbeatRequest, _reconcile_pb2.HeartbeatResponse]  # type: ignore[assignment]
     """Keeps the run's lease while the participant reads its snapshot. NOT_FOUND
@@ -161,7 +163,8 @@ class ReconciliationServiceServicer(metaclass=_abc_1.ABCMeta):
         within their lease) are marked ABANDONED first. PERMISSION_DENIED:
         NOT_OWN_RECORDS (participant is not the caller), READ_ONLY_PRINCIPAL (a secretariat
         or the gateway: they read runs, they do not run them). INVALID_ARGUMENT:
-        INVALID_FIELDS (participant missing, too many key ids).
+        INVALID_FIELDS (participant missing, too many key ids). FAILED_PRECONDITION:
+        RUN_IN_PROGRESS (another run of the participant is still running; metadata run_id).
         """
 
     @_abc_1.abstractmethod

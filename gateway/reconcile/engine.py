@@ -170,7 +170,16 @@ class Reconciler:
         self._store.refresh_digests(participant, stored_digest)
         now = self._clock()
         run_id = str(uuid.uuid4())
-        self._store.create_run(run_id, participant, keyids, us(now), request_bytes)
+        running = self._store.create_run(run_id, participant, keyids, us(now), request_bytes)
+        if running is not None:
+            # Two runs of one participant at once (the nightly job and a manual run) would
+            # report each other's submissions as differences.
+            raise FailedPrecondition(
+                f"a reconciliation of {participant} is already running (run {running}); wait for it to "
+                f"finish, or for its lease ({self.lease.total_seconds():.0f} s without a heartbeat) to lapse",
+                reason="RUN_IN_PROGRESS",
+                metadata={"run_id": running},
+            )
         return Started(run_id, now, abandoned)
 
     def run(self, run_id: str) -> Run:

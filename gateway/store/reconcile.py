@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from gateway.reconcile.digests import key_hash, leaf
@@ -212,8 +212,20 @@ class ReconcileStore:
 
     def create_run(
         self, run_id: str, participant: str, keyids: Sequence[str], now_us: int, request_bytes: int = 0
-    ) -> None:
+    ) -> str | None:
+        """Insert the run, unless one of the participant's runs is still running: then that
+        run's id, and nothing is written. One at a time per participant, across replicas:
+        SQLite's writer transactions are serialised; PostgreSQL takes a transaction lock
+        per participant first."""
+        r = reconcile_runs.c
         with self._engines.writer.begin() as conn:
+            if self._engines.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(7262003, hashtext(:p))"), {"p": participant})
+            running = conn.execute(
+                select(r.run_id).where(r.participant == participant, r.status == RUNNING).limit(1)
+            ).scalar()
+            if running is not None:
+                return str(running)
             conn.execute(
                 insert(reconcile_runs).values(
                     run_id=run_id,
@@ -225,6 +237,7 @@ class ReconcileStore:
                     request_bytes=request_bytes,
                 )
             )
+        return None
 
     def abandon_stale(self, *, now_us: int, lease_us: int, participant: str | None = None) -> int:
         """Mark running runs not heard from within the lease ABANDONED; how many."""

@@ -279,13 +279,21 @@ def test_a_run_not_heard_from_within_its_lease_is_abandoned_never_completed(
     assert statuses == {stale.run_id: C.RUN_STATUS_ABANDONED, result.run_id: C.RUN_STATUS_COMPLETE}
 
 
-def test_the_next_start_abandons_a_stale_run(gateway: Any, reconcile_client: Any, clock: Any) -> None:
+def test_one_run_at_a_time_and_the_next_start_abandons_a_stale_run(
+    gateway: Any, reconcile_client: Any, clock: Any, rpc_refusal: Any
+) -> None:
     bj = reconcile_client("CN-BJ")
     first = bj.call("StartRun", C.StartRunRequest(participant="CN-BJ")).run_id
-    assert bj.call("StartRun", C.StartRunRequest(participant="CN-BJ")).abandoned_runs == 0
+    # A second run while the first is alive would count the first's submissions as differences.
+    refusal = rpc_refusal(
+        lambda: bj.call("StartRun", C.StartRunRequest(participant="CN-BJ")),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "RUN_IN_PROGRESS",
+    )
+    assert refusal.metadata["run_id"] == first
     clock.advance(timedelta(minutes=6))
     second = bj.call("StartRun", C.StartRunRequest(participant="CN-BJ"))
-    assert second.abandoned_runs == 2
+    assert second.abandoned_runs == 1
     statuses = {i.run.run_id: i.run.status for i in bj.list_runs() if i.WhichOneof("item") == "run"}
     assert statuses[first] == C.RUN_STATUS_ABANDONED and statuses[second.run_id] == C.RUN_STATUS_RUNNING
 
