@@ -125,6 +125,7 @@ def _fields_of(desc: Descriptor, domain: Any, path: tuple[str, ...], prefix: str
         here = (*path, f.name)
         repeated = f.is_repeated
         if f.type == FieldDescriptor.TYPE_MESSAGE:
+            assert f.message_type is not None
             if f.message_type.full_name == _TIMESTAMP:
                 out[name] = Canonical(name, "datetime", here, presence=True)
             elif not repeated:
@@ -154,6 +155,7 @@ def kind_fields(kind: str) -> KindFields:
     groups: dict[str, dict[str, Canonical]] = {}
     for f in desc.fields:
         if f.type == FieldDescriptor.TYPE_MESSAGE and f.is_repeated:
+            assert f.message_type is not None
             groups[f.name] = _fields_of(f.message_type, _element(hints.get(f.name)), (), "")
     return KindFields(wire.kind, _fields_of(desc, wire.record_class, (), ""), groups)
 
