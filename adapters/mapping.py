@@ -407,12 +407,13 @@ class Mapping_:
             return f"{m.group(1)}_{number}_{m.group(3)}"
         path = re.sub(r"\[\d+\]", "", path)
         if path in self.canonical.groups:
-            # The whole group ("at least one qualification is required"): its first columns.
-            mapped = sorted(
-                (s for s in self.fields if (self.canonical.split(s) or ("",))[0] == path),
-                key=lambda s: self.canonical.split(s) or (s, 0, ""),
-            )
-            return mapped[0] if mapped else path
+            # The whole group ("at least one qualification is required"): its first column.
+            order = list(self.canonical.groups[path])
+            mapped = [split for s in self.fields if (split := self.canonical.split(s)) and split[0] == path]
+            if mapped:
+                _, number, sub = min(mapped, key=lambda t: (t[1], order.index(t[2])))
+                return f"{path}_{number}_{sub}"
+            return path
         return path.replace(".", "_")
 
     def _expired(self, record: Record) -> RowProblem | None:
