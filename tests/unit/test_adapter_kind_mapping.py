@@ -91,7 +91,9 @@ def test_an_empty_qualification_group_is_left_out_and_problems_name_its_own_colu
     # The second group becomes the record's first qualification; a problem in it still
     # names the second group's column, not the first's.
     bad = mapping.map_row(_assessor_row(**empty_first, 资格2止="2020-01-01"))
-    assert [(p.field, p.why) for p in bad.problems] == [("资格2止", "must not be before valid_from (2025-01-01)")]
+    assert [(p.field, p.why) for p in bad.problems] == [
+        ("资格2止", "must not be before valid_from (2025-01-01)")
+    ]
     none = mapping.map_row(_assessor_row(**empty_first, **{c.replace("1", "2"): "" for c in empty_first}))
     assert [p.field for p in none.problems] == ["资格1类别"]
     assert "at least one qualification" in none.problems[0].why
