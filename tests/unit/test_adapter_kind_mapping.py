@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import csv
 import re
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +133,6 @@ def test_required_columns_follow_the_domain_rules_given_the_constants() -> None:
 def test_pt_results_and_spot_checks_round_trip_through_the_reverse_mapping() -> None:
     for name, cls in (("jiangsu_pt", PtResult), ("jiangsu_spot_checks", SpotCheck)):
         mapping = load_mapping(ROOT / f"adapters/mappings/{name}_csv.toml")
-        import csv
 
         with (ROOT / f"tests/fixtures/adapters/{name}.csv").open(encoding="utf-8") as f:
             first = next(csv.DictReader(f))
@@ -146,7 +145,6 @@ def test_pt_results_and_spot_checks_round_trip_through_the_reverse_mapping() -> 
 
 def test_a_pt_z_score_is_classified_by_the_domain_not_taken_from_the_row() -> None:
     mapping = load_mapping(ROOT / "adapters/mappings/jiangsu_pt_csv.toml")
-    import csv
 
     with (ROOT / "tests/fixtures/adapters/jiangsu_pt.csv").open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
