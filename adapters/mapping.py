@@ -563,6 +563,12 @@ def canonical_values(record: Record) -> dict[str, Any]:
     kind, msg = record_to_proto(record)
     fields = kind_fields(kind)
     values = _flat_values(msg, fields.flat)
+    for name, spec in fields.flat.items():
+        # What the gateway computes (a PT result's classification) is not in a submission's
+        # message, but the record has it, and a local system receiving it wants it.
+        own = getattr(record, name, None) if values[name] is None and spec.type == "enum" else None
+        if own is not None:
+            values[name] = own.name
     for group, subs in fields.groups.items():
         for number, child in enumerate(getattr(msg, group), start=1):
             values.update(_flat_values(child, subs, f"{group}_{number}_"))

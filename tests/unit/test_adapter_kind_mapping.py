@@ -11,7 +11,13 @@ import pytest
 
 from adapters import AdapterError
 from adapters.base import SourceRow
-from adapters.mapping import kind_fields, load_mapping, mapping_from_dict, reference_markdown
+from adapters.mapping import (
+    canonical_values,
+    kind_fields,
+    load_mapping,
+    mapping_from_dict,
+    reference_markdown,
+)
 from gateway.domain.kinds import kind_names
 from gateway.domain.records import Assessor, PtClass, PtResult, QualificationKind, SpotCheck
 
@@ -150,6 +156,8 @@ def test_a_pt_z_score_is_classified_by_the_domain_not_taken_from_the_row() -> No
         rows = list(csv.DictReader(f))
     record = mapping.map_row(SourceRow("x", {**rows[0], "报告值": "0.270", "Z比分数": "3.5"})).record
     assert isinstance(record, PtResult) and record.classification is PtClass.UNSATISFACTORY
+    # Not in the submitted message, but written to a local system receiving the result.
+    assert canonical_values(record)["classification"] == "UNSATISFACTORY"
 
 
 def test_every_kind_has_mappable_fields_derived_from_its_message() -> None:
