@@ -1,7 +1,8 @@
 """The one conformance suite every adapter passes (docs/adapters.md, "Conformance").
 
-Runs against each of the four fixture systems (the Shanghai SQL table on SQLite, and on
-PostgreSQL when MRX_TEST_POSTGRES_URL is set). A province runs it against its own adapter:
+Runs against every fixture system in tests/fixtures/adapters/systems.py (the Shanghai
+SQL table on SQLite, and on PostgreSQL when MRX_TEST_POSTGRES_URL is set). A province
+runs it against its own adapter:
 
     MRX_ADAPTER_CONFIG=/etc/mrx/adapter.toml pytest tests/integration/test_adapter_conformance.py
 
