@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -68,34 +69,56 @@ class SqlSink:
         return self._table
 
     def apply(self, record: Record) -> bool:
-        kind = getattr(record, "kind", CERTIFICATE_STATUS)  # Certificate has no kind attribute yet
-        if kind != self.mapping.kind:
-            raise SinkError(f"this sink takes {self.mapping.kind} records, not {kind}")
-        row = self.mapping.to_row(record)
+        return self.apply_batch([record])[0]
+
+    def apply_batch(self, records: Sequence[Record]) -> list[bool]:
+        """Apply records in order in ONE local transaction; say which changed something.
+
+        All or nothing: on failure none is applied (the inbound cursor stays before them).
+        A record met twice in the batch is judged against what the batch already wrote.
+        """
+        if not records:
+            return []
+        rows = []
+        for record in records:
+            kind = getattr(record, "kind", CERTIFICATE_STATUS)  # Certificate has no kind attribute yet
+            if kind != self.mapping.kind:
+                raise SinkError(f"this sink takes {self.mapping.kind} records, not {kind}")
+            rows.append(self.mapping.to_row(record))
+        kind = self.mapping.kind
         version_col = self.mapping.column_of("version")
+        key_cols = [self.mapping.column_of(n) for n in KEY_FIELDS[kind]]
 
-        def write() -> bool:
+        def write() -> list[bool]:
             table = self.table
-            keys = [
-                table.c[self.mapping.column_of(n)] == row[self.mapping.column_of(n)] for n in KEY_FIELDS[kind]
-            ]
+            changed: list[bool] = []
             with self.engine.begin() as conn:
-                stored = conn.execute(sa.select(table.c[version_col]).where(*keys)).first()
-                if stored is not None:
-                    if self._version(stored[0]) >= record.version:
-                        return False
-                    conn.execute(sa.update(table).where(*keys).values(**self._typed(row)))
-                else:
-                    conn.execute(sa.insert(table).values(**self._typed(row)))
-                return True
+                for record, row in zip(records, rows, strict=True):
+                    keys = [table.c[c] == row[c] for c in key_cols]
+                    stored = conn.execute(sa.select(table.c[version_col]).where(*keys)).first()
+                    if stored is not None:
+                        if self._version(stored[0]) >= record.version:
+                            changed.append(False)
+                            continue
+                        conn.execute(sa.update(table).where(*keys).values(**self._typed(row)))
+                    else:
+                        conn.execute(sa.insert(table).values(**self._typed(row)))
+                    changed.append(True)
+            return changed
 
+        first = records[0]
+        what = (
+            f"{first.key} v{first.version} not applied"
+            if len(records) == 1
+            else f"a batch of {len(records)} records from {first.key} v{first.version} not applied"
+        )
         try:
             return _retry(write, _transient, self.attempts, self.backoff, f"sink table {self.table_name}")
         except sa.exc.DBAPIError as err:
             reason = "locked by another writer" if _locked(err) else f"unavailable ({db_message(err)})"
             raise SinkError(
                 f"sink table {self.table_name!r} is {reason} (after {self.attempts} attempts); "
-                f"{record.key} v{record.version} not applied, the inbound cursor stays before it"
+                f"{what}, the inbound cursor stays before it"
             ) from None
 
     def _version(self, stored: Any) -> int:
