@@ -301,7 +301,8 @@ def follow(
     backfill in batches of up to ``batch_size`` changes or ``batch_seconds``, the batch in
     hand as soon as the feed says it has caught up, live changes one by one.
     ``until_caught_up``: return once the log's end is reached (``--once``); otherwise
-    follow live until ``stop`` is set, or until the feed has kept failing for ``retry_seconds`` with no change or caught-up mark in between.
+    follow live until ``stop`` is set, or until the feed has kept failing for
+    ``retry_seconds`` with no change or caught-up mark in between.
     """
     summary = InboundSummary()
     stop = stop or threading.Event()
