@@ -90,20 +90,31 @@ class SqlSink:
         key_cols = [self.mapping.column_of(n) for n in KEY_FIELDS[kind]]
 
         def write() -> list[bool]:
+            # Statements are built once per batch and run with many parameter sets: building
+            # one SQLAlchemy statement per row cost more than the database work itself.
             table = self.table
-            changed: list[bool] = []
             with self.engine.begin() as conn:
+                stored = self._stored_versions(conn, table, key_cols, version_col, rows)
+                inserts: dict[tuple[str, ...], dict[str, str]] = {}
+                updates: dict[tuple[str, ...], dict[str, str]] = {}
+                changed: list[bool] = []
                 for record, row in zip(records, rows, strict=True):
-                    keys = [table.c[c] == row[c] for c in key_cols]
-                    stored = conn.execute(sa.select(table.c[version_col]).where(*keys)).first()
-                    if stored is not None:
-                        if self._version(stored[0]) >= record.version:
-                            changed.append(False)
-                            continue
-                        conn.execute(sa.update(table).where(*keys).values(**self._typed(row)))
-                    else:
-                        conn.execute(sa.insert(table).values(**self._typed(row)))
+                    key = tuple(str(row[c]) for c in key_cols)
+                    if key in stored and stored[key] >= record.version:
+                        changed.append(False)  # the same or newer is there (or earlier in this batch)
+                        continue
+                    (updates if key in stored and key not in inserts else inserts)[key] = row
+                    stored[key] = record.version
                     changed.append(True)
+                if inserts:
+                    conn.execute(sa.insert(table), [self._typed(row) for row in inserts.values()])
+                # Grouped by the columns written, in case a mapping leaves some out of a row.
+                groups: dict[tuple[str, ...], list[dict[str, str]]] = {}
+                for row in updates.values():
+                    groups.setdefault(tuple(row), []).append(row)
+                for columns, group in groups.items():
+                    params = [self._update_params(row, key_cols) for row in group]
+                    conn.execute(self._update(table, key_cols, columns), params)
             return changed
 
         first = records[0]
@@ -120,6 +131,40 @@ class SqlSink:
                 f"sink table {self.table_name!r} is {reason} (after {self.attempts} attempts); "
                 f"{what}, the inbound cursor stays before it"
             ) from None
+
+    def _update(self, table: sa.Table, key_cols: list[str], columns: tuple[str, ...]) -> sa.Update:
+        return (
+            sa.update(table)
+            .where(*[table.c[c] == sa.bindparam(f"key_{c}") for c in key_cols])
+            .values({c: sa.bindparam(f"new_{c}") for c in columns})
+        )
+
+    def _update_params(self, row: dict[str, str], key_cols: list[str]) -> dict[str, Any]:
+        typed = self._typed(row)
+        return {**{f"key_{c}": typed[c] for c in key_cols}, **{f"new_{c}": v for c, v in typed.items()}}
+
+    def _stored_versions(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        key_cols: list[str],
+        version_col: str,
+        rows: list[dict[str, str]],
+    ) -> dict[tuple[str, ...], int]:
+        """key -> stored version for the rows' keys, read in a few IN queries."""
+        found: dict[tuple[str, ...], int] = {}
+        wanted = {tuple(str(row[c]) for c in key_cols) for row in rows}
+        # The most selective key column (the number) narrows the query; the rest filter here.
+        narrow = key_cols[-1]
+        values = sorted({key[-1] for key in wanted})
+        columns = [table.c[c] for c in key_cols] + [table.c[version_col]]
+        for at in range(0, len(values), 500):
+            chunk = values[at : at + 500]
+            for *key, version in conn.execute(sa.select(*columns).where(table.c[narrow].in_(chunk))):
+                k = tuple(str(v) for v in key)
+                if k in wanted:
+                    found[k] = max(found.get(k, 0), self._version(version))
+        return found
 
     def _version(self, stored: Any) -> int:
         return int(self.mapping.parse_field("version", str(stored)))

@@ -308,3 +308,20 @@ def test_a_crash_between_apply_and_cursor_save_reapplies_the_batch_idempotently(
     assert (summary.unchanged, summary.applied) == (2, len(changes) - committed)
     assert [r[0] for r in _rows(sink)] == [c.record.certificate_number for c in changes]
     assert start_index(restart) == 6
+
+
+def test_a_certificate_changed_twice_in_one_batch_ends_at_its_newest_version(
+    sink: SqlSink, key: PrivateKey, tmp_path: Path
+) -> None:
+    state = State(tmp_path / "state")
+    keys = {"CN-JS": {key.keyid: key.public_key()}}
+    suspended = _cert(1, state=CertState.SUSPENDED, reason="监督抽查不合格", version=2)
+    restored = _cert(1, version=3)
+    # New to the table: v1 and v2 in one batch insert v2 once.
+    first = apply_changes([_change(1, _cert(1), key), _change(2, suspended, key)], sink, state, keys_of=keys)
+    assert (first.applied, first.unchanged) == (2, 0)
+    assert _rows(sink) == [("2025010901080001", "2", 2)]
+    # Already in the table: a replay of v2, then v3, in one batch update it to v3.
+    second = apply_changes([_change(2, suspended, key), _change(3, restored, key)], sink, state, keys_of=keys)
+    assert (second.applied, second.unchanged) == (1, 1)
+    assert _rows(sink) == [("2025010901080001", "1", 3)]
