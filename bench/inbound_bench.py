@@ -6,8 +6,9 @@ Publishes N Jiangsu rows (the adapter_bench CSV, through ``mrx adapter run --onc
 not timed), then times ``mrx adapter run SHANGHAI --once`` whose config has a ``[sink]``
 (a SQLite table in the local system's own database) and whose source is empty: the
 whole pass is the change feed (Subscribe, signed) followed until caught up, every
-issuer signature verified twice (SDK, then the province's own federation copy), each
-change upserted and the inbound cursor saved (fsync) after it. Reports changes/s, the
+issuer signature verified twice (SDK, then the province's own federation copy), changes
+upserted in batches (one local transaction each) and the inbound cursor saved (fsync)
+after each batch. ``--profile PATH`` runs the timed runner under cProfile. Reports changes/s, the
 runner's peak RSS and CPU per change, and the gateway's CPU per change sent; checks
 that every row arrived.
 """
