@@ -95,11 +95,11 @@ class SqlSink:
             table = self.table
             with self.engine.begin() as conn:
                 stored = self._stored_versions(conn, table, key_cols, version_col, rows)
-                inserts: dict[tuple[str, ...], dict[str, str]] = {}
-                updates: dict[tuple[str, ...], dict[str, str]] = {}
+                inserts: dict[tuple[Any, ...], dict[str, str]] = {}
+                updates: dict[tuple[Any, ...], dict[str, str]] = {}
                 changed: list[bool] = []
                 for record, row in zip(records, rows, strict=True):
-                    key = tuple(str(row[c]) for c in key_cols)
+                    key = self._key(row, key_cols)
                     if key in stored and stored[key] >= record.version:
                         changed.append(False)  # the same or newer is there (or earlier in this batch)
                         continue
@@ -150,21 +150,26 @@ class SqlSink:
         key_cols: list[str],
         version_col: str,
         rows: list[dict[str, str]],
-    ) -> dict[tuple[str, ...], int]:
+    ) -> dict[tuple[Any, ...], int]:
         """key -> stored version for the rows' keys, read in a few IN queries."""
-        found: dict[tuple[str, ...], int] = {}
-        wanted = {tuple(str(row[c]) for c in key_cols) for row in rows}
+        found: dict[tuple[Any, ...], int] = {}
+        # Compared as the column's type (what the database returns), not as the row's text.
+        wanted = {self._key(row, key_cols) for row in rows}
         # The most selective key column (the number) narrows the query; the rest filter here.
         narrow = key_cols[-1]
-        values = sorted({key[-1] for key in wanted})
+        values = list({key[-1] for key in wanted})
         columns = [table.c[c] for c in key_cols] + [table.c[version_col]]
         for at in range(0, len(values), 500):
             chunk = values[at : at + 500]
             for *key, version in conn.execute(sa.select(*columns).where(table.c[narrow].in_(chunk))):
-                k = tuple(str(v) for v in key)
+                k = tuple(key)
                 if k in wanted:
                     found[k] = max(found.get(k, 0), self._version(version))
         return found
+
+    def _key(self, row: dict[str, str], key_cols: list[str]) -> tuple[Any, ...]:
+        typed = self._typed({c: row[c] for c in key_cols})
+        return tuple(typed[c] for c in key_cols)
 
     def _version(self, stored: Any) -> int:
         return int(self.mapping.parse_field("version", str(stored)))
