@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from adapters.inbound import CURSOR_NAME, InboundRefused, apply_changes, federation_keys, start_index
+from adapters.inbound import (
+    CURSOR_NAME,
+    BatchApplier,
+    InboundRefused,
+    apply_changes,
+    federation_keys,
+    start_index,
+)
 from adapters.mapping import load_mapping
 from adapters.sinks import SinkError, SqlSink
 from adapters.state import State
@@ -325,3 +332,19 @@ def test_a_certificate_changed_twice_in_one_batch_ends_at_its_newest_version(
     second = apply_changes([_change(2, suspended, key), _change(3, restored, key)], sink, state, keys_of=keys)
     assert (second.applied, second.unchanged) == (1, 1)
     assert _rows(sink) == [("2025010901080001", "1", 3)]
+
+
+def test_once_live_each_change_is_applied_as_it_arrives(
+    sink: SqlSink, key: PrivateKey, tmp_path: Path
+) -> None:
+    state = RecordingState(tmp_path / "state")
+    recording = BatchRecordingSink(sink)
+    keys = {"CN-JS": {key.keyid: key.public_key()}}
+    applier = BatchApplier(recording, state, keys_of=keys, batch_seconds=60)
+    applier.add(_change(1, _cert(1), key))
+    assert recording.batches == [] and state.saves == []  # a backfill batch waits for more
+    applier.flush()  # what follow does when the feed's caught-up mark arrives
+    applier.live = True
+    applier.add(_change(2, _cert(2), key))
+    # Nothing says another change will come soon: applied and the cursor saved at once.
+    assert recording.batches == [1, 1] and state.saves == ["2", "3"]
