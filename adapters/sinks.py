@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -68,35 +69,107 @@ class SqlSink:
         return self._table
 
     def apply(self, record: Record) -> bool:
-        kind = getattr(record, "kind", CERTIFICATE_STATUS)  # Certificate has no kind attribute yet
-        if kind != self.mapping.kind:
-            raise SinkError(f"this sink takes {self.mapping.kind} records, not {kind}")
-        row = self.mapping.to_row(record)
+        return self.apply_batch([record])[0]
+
+    def apply_batch(self, records: Sequence[Record]) -> list[bool]:
+        """Apply records in order in ONE local transaction; say which changed something.
+
+        All or nothing: on failure none is applied (the inbound cursor stays before them).
+        A record met twice in the batch is judged against what the batch already wrote.
+        """
+        if not records:
+            return []
+        rows = []
+        for record in records:
+            kind = getattr(record, "kind", CERTIFICATE_STATUS)  # Certificate has no kind attribute yet
+            if kind != self.mapping.kind:
+                raise SinkError(f"this sink takes {self.mapping.kind} records, not {kind}")
+            rows.append(self.mapping.to_row(record))
+        kind = self.mapping.kind
         version_col = self.mapping.column_of("version")
+        key_cols = [self.mapping.column_of(n) for n in KEY_FIELDS[kind]]
 
-        def write() -> bool:
+        def write() -> list[bool]:
+            # Statements are built once per batch and run with many parameter sets: building
+            # one SQLAlchemy statement per row cost more than the database work itself.
             table = self.table
-            keys = [
-                table.c[self.mapping.column_of(n)] == row[self.mapping.column_of(n)] for n in KEY_FIELDS[kind]
-            ]
             with self.engine.begin() as conn:
-                stored = conn.execute(sa.select(table.c[version_col]).where(*keys)).first()
-                if stored is not None:
-                    if self._version(stored[0]) >= record.version:
-                        return False
-                    conn.execute(sa.update(table).where(*keys).values(**self._typed(row)))
-                else:
-                    conn.execute(sa.insert(table).values(**self._typed(row)))
-                return True
+                stored = self._stored_versions(conn, table, key_cols, version_col, rows)
+                inserts: dict[tuple[Any, ...], dict[str, str]] = {}
+                updates: dict[tuple[Any, ...], dict[str, str]] = {}
+                changed: list[bool] = []
+                for record, row in zip(records, rows, strict=True):
+                    key = self._key(row, key_cols)
+                    if key in stored and stored[key] >= record.version:
+                        changed.append(False)  # the same or newer is there (or earlier in this batch)
+                        continue
+                    (updates if key in stored and key not in inserts else inserts)[key] = row
+                    stored[key] = record.version
+                    changed.append(True)
+                if inserts:
+                    conn.execute(sa.insert(table), [self._typed(row) for row in inserts.values()])
+                # Grouped by the columns written, in case a mapping leaves some out of a row.
+                groups: dict[tuple[str, ...], list[dict[str, str]]] = {}
+                for row in updates.values():
+                    groups.setdefault(tuple(row), []).append(row)
+                for columns, group in groups.items():
+                    params = [self._update_params(row, key_cols) for row in group]
+                    conn.execute(self._update(table, key_cols, columns), params)
+            return changed
 
+        first = records[0]
+        what = (
+            f"{first.key} v{first.version} not applied"
+            if len(records) == 1
+            else f"a batch of {len(records)} records from {first.key} v{first.version} not applied"
+        )
         try:
             return _retry(write, _transient, self.attempts, self.backoff, f"sink table {self.table_name}")
         except sa.exc.DBAPIError as err:
             reason = "locked by another writer" if _locked(err) else f"unavailable ({db_message(err)})"
             raise SinkError(
                 f"sink table {self.table_name!r} is {reason} (after {self.attempts} attempts); "
-                f"{record.key} v{record.version} not applied, the inbound cursor stays before it"
+                f"{what}, the inbound cursor stays before it"
             ) from None
+
+    def _update(self, table: sa.Table, key_cols: list[str], columns: tuple[str, ...]) -> sa.Update:
+        return (
+            sa.update(table)
+            .where(*[table.c[c] == sa.bindparam(f"key_{c}") for c in key_cols])
+            .values({c: sa.bindparam(f"new_{c}") for c in columns})
+        )
+
+    def _update_params(self, row: dict[str, str], key_cols: list[str]) -> dict[str, Any]:
+        typed = self._typed(row)
+        return {**{f"key_{c}": typed[c] for c in key_cols}, **{f"new_{c}": v for c, v in typed.items()}}
+
+    def _stored_versions(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        key_cols: list[str],
+        version_col: str,
+        rows: list[dict[str, str]],
+    ) -> dict[tuple[Any, ...], int]:
+        """key -> stored version for the rows' keys, read in a few IN queries."""
+        found: dict[tuple[Any, ...], int] = {}
+        # Compared as the column's type (what the database returns), not as the row's text.
+        wanted = {self._key(row, key_cols) for row in rows}
+        # The most selective key column (the number) narrows the query; the rest filter here.
+        narrow = key_cols[-1]
+        values = list({key[-1] for key in wanted})
+        columns = [table.c[c] for c in key_cols] + [table.c[version_col]]
+        for at in range(0, len(values), 500):
+            chunk = values[at : at + 500]
+            for *key, version in conn.execute(sa.select(*columns).where(table.c[narrow].in_(chunk))):
+                k = tuple(key)
+                if k in wanted:
+                    found[k] = max(found.get(k, 0), self._version(version))
+        return found
+
+    def _key(self, row: dict[str, str], key_cols: list[str]) -> tuple[Any, ...]:
+        typed = self._typed({c: row[c] for c in key_cols})
+        return tuple(typed[c] for c in key_cols)
 
     def _version(self, stored: Any) -> int:
         return int(self.mapping.parse_field("version", str(stored)))

@@ -6,8 +6,9 @@ Publishes N Jiangsu rows (the adapter_bench CSV, through ``mrx adapter run --onc
 not timed), then times ``mrx adapter run SHANGHAI --once`` whose config has a ``[sink]``
 (a SQLite table in the local system's own database) and whose source is empty: the
 whole pass is the change feed (Subscribe, signed) followed until caught up, every
-issuer signature verified twice (SDK, then the province's own federation copy), each
-change upserted and the inbound cursor saved (fsync) after it. Reports changes/s, the
+issuer signature verified twice (SDK, then the province's own federation copy), changes
+upserted in batches (one local transaction each) and the inbound cursor saved (fsync)
+after each batch. ``--profile PATH`` runs the timed runner under cProfile. Reports changes/s, the
 runner's peak RSS and CPU per change, and the gateway's CPU per change sent; checks
 that every row arrived.
 """
@@ -63,6 +64,9 @@ def _config(work: Path, name: str, participant: str, mapping: str, address: str,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument(
+        "--profile", type=Path, help="run the timed runner under cProfile, writing its stats here"
+    )
     args = parser.parse_args()
     bench = _load("adapter_bench", ROOT / "bench/adapter_bench.py")
     fixtures = bench._fixtures()
@@ -135,7 +139,9 @@ def main() -> int:
         gw_cpu0 = bench._cpu(gw)
         load0 = os.getloadavg()
         start = time.perf_counter()
-        run = subprocess.run([*mrx, "adapter", "run", str(sh), "--once"], capture_output=True, text=True)
+        profile = ["-m", "cProfile", "-o", str(args.profile)] if args.profile else []
+        runner = [sys.executable, *profile, "-m", "gateway.cli", "adapter", "run", str(sh), "--once"]
+        run = subprocess.run(runner, capture_output=True, text=True)
         elapsed = time.perf_counter() - start
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         gw_cpu = bench._cpu(gw) - gw_cpu0

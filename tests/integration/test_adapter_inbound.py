@@ -324,3 +324,62 @@ def test_a_refused_subscription_is_reported_with_the_gateways_reason_and_nothing
             retry_wait=0.01,
         )
     assert _inbound_rows(sh.db_url) == {} and state.cursor(CURSOR_NAME) is None
+
+
+def test_a_runner_dying_between_a_batch_commit_and_its_cursor_resumes_with_no_loss(
+    gateway: Any,
+    signers: dict[str, PrivateKey],
+    federation: Federation,
+    tmp_path: Path,
+    stack: contextlib.ExitStack,
+) -> None:
+    js = systems.start("jiangsu_ccc", tmp_path, stack)
+    sent = _publish(js, gateway.address, signers["CN-JS"], stack)
+    sh, adapter, state = _shanghai(tmp_path, stack)
+
+    class Crash(Exception):
+        pass
+
+    class DyingState(State):
+        """Dies on the second inbound cursor save: after its batch was committed locally."""
+
+        saves = 0
+
+        def save_cursor(self, cursor: str | None, name: str = "cursor") -> None:
+            if name == CURSOR_NAME:
+                DyingState.saves += 1
+                if DyingState.saves == 2:
+                    raise Crash(cursor)
+            super().save_cursor(cursor, name)
+
+    batches: list[list[str]] = []
+    inner = adapter.sink
+
+    class RecordingSink:
+        def apply(self, record: Any) -> bool:
+            raise AssertionError("the SQL sink is given batches")
+
+        def apply_batch(self, records: Any) -> list[bool]:
+            batches.append([f"{r.key}@{r.version}" for r in records])
+            result: list[bool] = inner.apply_batch(records)
+            return result
+
+    client = GatewayClient(gateway.address, sender="CN-SH", signer=signers["CN-SH"])
+    stack.callback(client.close)
+    kwargs: dict[str, Any] = dict(
+        participant="CN-SH",
+        keys_of=federation_keys(federation),
+        kinds=["certificate_status"],
+        until_caught_up=True,
+        batch_size=3,
+    )
+    with pytest.raises(Crash):
+        follow(client, RecordingSink(), DyingState(state.dir), **kwargs)
+    assert len(batches) == 2 and all(len(b) == 3 for b in batches)
+    assert len(_inbound_rows(sh.db_url)) > 0  # the second batch is in the table, its cursor is not saved
+    died_in = batches[1]
+    summary = follow(client, RecordingSink(), state, **kwargs)
+    # The restart begins with the batch that died: re-applied, changing nothing; nothing lost.
+    assert batches[2][: len(died_in)] == died_in
+    assert summary.unchanged == len(died_in)
+    assert _inbound_rows(sh.db_url) == {key: ("CN-JS", version) for key, version in sent.items()}
