@@ -10,18 +10,42 @@ import sqlalchemy as sa
 from adapters.base import AdapterError
 from adapters.mapping import Mapping_
 from adapters.readers import _locked, _retry, _transient, db_message, make_engine
-from gateway.domain.kinds import CERTIFICATE_STATUS, TEST_REPORT
+from gateway.domain.kinds import kind_named, kind_of_record
 from gateway.domain.records import Record
 
-# The canonical fields that identify a record of each kind (its key without the kind).
-KEY_FIELDS = {
-    CERTIFICATE_STATUS: ("scheme", "certificate_number"),
-    TEST_REPORT: ("issuer", "report_number"),
-}
+# A result's ``lab`` key part is one of two fields (gateway.domain.kinds.lab_identity):
+# the CMA number, or for a Hong Kong or Macau lab its accreditation number.
+_LAB_FIELDS = ("lab_cma_number", "accreditation_number")
 
 
 class SinkError(AdapterError):
     """A record could not be applied; the inbound cursor stays before it."""
+
+
+def _key_columns(mapping: Mapping_) -> list[str]:
+    """The local columns a sink finds a record's row by. Records arrive from other issuers,
+    so every key field must be a column of the table (a constant would merge their rows);
+    of a result's two lab fields, the ones the mapping has."""
+    mapped = set(mapping.fields)
+    kind = kind_named(mapping.kind)
+    columns: list[str] = []
+    missing: list[str] = []
+    for part in kind.key_parts:
+        if part == "lab":
+            labs = [f for f in _LAB_FIELDS if f in mapped]
+            if not labs:
+                missing.append(" or ".join(_LAB_FIELDS))
+            columns.extend(mapping.column_of(f) for f in labs)
+        elif part in mapped:
+            columns.append(mapping.column_of(part))
+        else:
+            missing.append(part)
+    if missing:
+        raise SinkError(
+            f"a sink's mapping must map every field of the {kind.title} key to a column of its "
+            f"table; not mapped: {', '.join(missing)} (records arrive from every issuer)"
+        )
+    return columns
 
 
 class SqlSink:
@@ -50,6 +74,7 @@ class SqlSink:
         self.attempts = attempts
         self.backoff = backoff
         self._table: sa.Table | None = None
+        self.key_columns = _key_columns(mapping)
 
     @property
     def table(self) -> sa.Table:
@@ -81,13 +106,13 @@ class SqlSink:
             return []
         rows = []
         for record in records:
-            kind = getattr(record, "kind", CERTIFICATE_STATUS)  # Certificate has no kind attribute yet
+            kind = kind_of_record(record).name
             if kind != self.mapping.kind:
                 raise SinkError(f"this sink takes {self.mapping.kind} records, not {kind}")
             rows.append(self.mapping.to_row(record))
         kind = self.mapping.kind
         version_col = self.mapping.column_of("version")
-        key_cols = [self.mapping.column_of(n) for n in KEY_FIELDS[kind]]
+        key_cols = self.key_columns
 
         def write() -> list[bool]:
             # Statements are built once per batch and run with many parameter sets: building

@@ -72,3 +72,56 @@ def test_a_batch_inserts_and_updates_in_one_transaction_on_each_database(databas
     finally:
         sink.engine.dispose()
         engine.dispose()
+
+
+def test_a_sink_takes_every_kind_keyed_by_its_kinds_key_parts(database_url: str, tmp_path: Path) -> None:
+    """PT results (five key parts, the lab by its CMA number) into a local table laid out
+    by an inbound mapping: a batch, a replay, and a newer version of one result."""
+    import contextlib
+    import dataclasses
+
+    import pytest
+
+    from adapters import load_adapter
+    from adapters.sinks import SinkError
+
+    with contextlib.ExitStack() as stack:
+        system = systems.start("jiangsu_pt", tmp_path, stack)
+        adapter = load_adapter(system.config)
+        results = [m.record for m in adapter.snapshot() if m.record is not None]
+    assert len(results) > 10
+    # The publishing mapping has the issuer as a constant: as a sink it would merge every
+    # issuer's results, so it is refused, naming the field.
+    with pytest.raises(SinkError, match="not mapped: issuer"):
+        SqlSink(database_url, table="local_pt", mapping=adapter.mapping)
+    text = (ROOT / "adapters/mappings/jiangsu_pt_csv.toml").read_text("utf-8")
+    inbound = tmp_path / "pt_inbound.toml"
+    inbound.write_text(
+        text.replace('[constants]\nissuer = "CN-JS"\n', "").replace(
+            "[fields]\n", '[fields]\nissuer = "发布机构"\n'
+        ),
+        "utf-8",
+    )
+    mapping = load_mapping(inbound)
+    table = sa.Table("local_pt", sa.MetaData(), *(sa.Column(c, sa.Text) for c in mapping.to_columns()))
+    engine = sa.create_engine(database_url)
+    table.create(engine)
+    sink = SqlSink(database_url, table="local_pt", mapping=mapping, lock_timeout=1, backoff=0.01)
+    try:
+        assert sink.apply_batch(results) == [True] * len(results)
+        assert sink.apply_batch(results) == [False] * len(results)
+        newer = dataclasses.replace(results[0], version=results[0].version + 1, reported_value=1.5)
+        assert sink.apply_batch([newer, results[1]]) == [True, False]
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == len(results)
+            stored = conn.execute(
+                sa.select(table.c["报告值"], table.c["版本"]).where(
+                    table.c["资质认定编号"] == results[0].lab_cma_number,
+                    table.c["检测项目"] == results[0].analyte,
+                    table.c["轮次"] == results[0].round,
+                )
+            ).one()
+        assert stored == ("1.5", str(results[0].version + 1))
+    finally:
+        sink.engine.dispose()
+        engine.dispose()
