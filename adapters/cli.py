@@ -76,13 +76,13 @@ def cmd_adapter_check(args: argparse.Namespace) -> int:
 def cmd_adapter_run(args: argparse.Namespace) -> int:
     from adapters import load_adapter
     from adapters.inbound import InboundUnavailable
-    from adapters.runner import GatewayUnavailable
+    from adapters.runner import GatewayUnavailable, runner_for
 
     try:
         adapter = load_adapter(args.config)
         config = adapter.config
         assert config is not None
-        runner = _runner(adapter, dry_run=args.dry_run, progress=args.progress or sys.stderr.isatty())
+        runner = runner_for(adapter, dry_run=args.dry_run, progress=args.progress or sys.stderr.isatty())
     except AdapterError as err:
         print(f"mrx adapter: {err}", file=sys.stderr)
         return EXIT_CONFIG
@@ -125,55 +125,6 @@ def _start_nightly(config: AdapterConfig) -> Any:
     from adapters.nightly import start_nightly
 
     return start_nightly(config)
-
-
-def _runner(adapter: Adapter, *, dry_run: bool, progress: bool) -> Runner:
-    """The runner for a loaded adapter: its key, its gateway client, its state directory."""
-    from adapters.runner import Runner
-    from gateway.client import GatewayClient
-    from gateway.crypto.suites import PrivateKey
-    from gateway.tls.transport import ClientTls
-
-    assert adapter.config is not None
-    gw = adapter.config.gateway
-    signer = None
-    if gw.key is not None:
-        if not gw.keyid:
-            raise AdapterError(f"{adapter.config.path}: [gateway] keyid is required with key")
-        try:
-            signer = PrivateKey.load(gw.key, gw.keyid)
-        except (OSError, ValueError) as err:
-            raise AdapterError(f"cannot load the signing key {gw.key}: {type(err).__name__}") from None
-    elif not dry_run:
-        raise AdapterError(
-            f"{adapter.config.path}: [gateway] key (the participant's private key) is required"
-        )
-    pinned = None
-    if gw.federation is not None:
-        from gateway.registry.federation import load_federation
-
-        federation = load_federation(gw.federation)
-        pinned = {k.keyid: k.public_key for k in federation.keys_of(federation.gateway_code)}
-    tls = None
-    if gw.tls_ca is not None:
-        tls = ClientTls(ca=gw.tls_ca, cert=gw.tls_cert, key=gw.tls_key, server_name=gw.tls_server_name)
-    client = GatewayClient(
-        gw.address,
-        sender=adapter.participant,
-        signer=signer,
-        gateway_keys=pinned,
-        tls=tls,
-        timeout=gw.timeout,
-    )
-    return Runner(
-        adapter,
-        client,
-        State(adapter.config.state_dir),
-        signer=signer,
-        batch_size=adapter.config.batch_size,
-        retry_seconds=gw.retry_seconds,
-        progress=progress,
-    )
 
 
 # --- the inbound direction (docs/adapters.md, section 5) -----------------------------------
@@ -273,5 +224,7 @@ def _inbound_thread(inbound: _Inbound | None) -> Iterator[None]:
 def runner_and_inbound(adapter: Adapter) -> tuple[Runner, _Inbound | None]:
     """What `mrx adapter run` builds for an adapter: its runner and (with a [sink]) its
     inbound direction. For ``mrx demo --adapters``, which runs three adapters in-process."""
-    runner = _runner(adapter, dry_run=False, progress=False)
+    from adapters.runner import runner_for
+
+    runner = runner_for(adapter, dry_run=False, progress=False)
     return runner, _inbound(adapter, runner)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.base import AdapterError
 from adapters.config import AdapterConfig
-from adapters.state import Pending, State
+from adapters.state import RECONCILED, Pending, State
 from gateway.domain.records import Record
 from gateway.reconcile.digests import message_id
 
@@ -36,7 +36,6 @@ log = logging.getLogger("mrx.adapter")
 RECEIPTS = "receipts.jsonl"
 # Message ids reconciliation sent, with their receipts: small (a night's missing
 # records), so the runner can read it at every batch.
-RECONCILED = "reconciled.jsonl"
 
 
 @dataclass
@@ -69,20 +68,6 @@ def receipted(
                 if mid in want and "log_index" in entry:
                     found[mid] = int(entry["log_index"])
     return found
-
-
-def sent_by_reconciliation(state: State) -> dict[str, int]:
-    """{message id: log index} of everything reconciliation sent (the runner skips these)."""
-    path = state.dir / RECONCILED
-    if not path.exists():
-        return {}
-    out: dict[str, int] = {}
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                entry = json.loads(line)
-                out[entry["message_id"]] = int(entry["log_index"])
-    return out
 
 
 def send_missing(runner: Runner, records: Sequence[Record]) -> Sent:
@@ -213,8 +198,7 @@ def reconcile_now(config_path: str) -> None:
     from pathlib import Path
 
     from adapters import load_adapter
-    from gateway.reconcile.commands import CLASS_NAMES
-    from gateway.reconcile.participant import SnapshotFailed, reconcile
+    from gateway.reconcile.participant import CLASS_NAMES, SnapshotFailed, reconcile
 
     adapter = load_adapter(Path(config_path))
     config = adapter.config

@@ -32,7 +32,7 @@ import tenacity
 
 from adapters import Adapter, Mapped
 from adapters.base import AdapterError
-from adapters.state import Pending, State
+from adapters.state import Pending, State, sent_by_reconciliation
 from gateway.client import GatewayClient, Outcome, ReceiptError, SubmissionRefused, make_submission
 from gateway.crypto.suites import PrivateKey
 from gateway.domain.records import Record
@@ -212,8 +212,6 @@ class Runner:
     def _not_sent_by_reconciliation(self, batch: list[Mapped]) -> list[Mapped]:
         """Drop changes `mrx reconcile run` already sent under the same id (adapters/nightly.py):
         sending them again would put new bytes under a used id, refused in the gateway's log."""
-        from adapters.nightly import sent_by_reconciliation
-
         done = sent_by_reconciliation(self.state)
         if not done:
             return batch
@@ -371,3 +369,51 @@ def _short(err: BaseException | None) -> str:
         code = err.code() if hasattr(err, "code") else None
         return getattr(code, "name", type(err).__name__)
     return type(err).__name__
+
+
+def runner_for(adapter: Adapter, *, dry_run: bool, progress: bool) -> Runner:
+    """The runner for a loaded adapter: its key, its gateway client, its state directory."""
+    from gateway.client import GatewayClient
+    from gateway.crypto.suites import PrivateKey
+    from gateway.tls.transport import ClientTls
+
+    assert adapter.config is not None
+    gw = adapter.config.gateway
+    signer = None
+    if gw.key is not None:
+        if not gw.keyid:
+            raise AdapterError(f"{adapter.config.path}: [gateway] keyid is required with key")
+        try:
+            signer = PrivateKey.load(gw.key, gw.keyid)
+        except (OSError, ValueError) as err:
+            raise AdapterError(f"cannot load the signing key {gw.key}: {type(err).__name__}") from None
+    elif not dry_run:
+        raise AdapterError(
+            f"{adapter.config.path}: [gateway] key (the participant's private key) is required"
+        )
+    pinned = None
+    if gw.federation is not None:
+        from gateway.registry.federation import load_federation
+
+        federation = load_federation(gw.federation)
+        pinned = {k.keyid: k.public_key for k in federation.keys_of(federation.gateway_code)}
+    tls = None
+    if gw.tls_ca is not None:
+        tls = ClientTls(ca=gw.tls_ca, cert=gw.tls_cert, key=gw.tls_key, server_name=gw.tls_server_name)
+    client = GatewayClient(
+        gw.address,
+        sender=adapter.participant,
+        signer=signer,
+        gateway_keys=pinned,
+        tls=tls,
+        timeout=gw.timeout,
+    )
+    return Runner(
+        adapter,
+        client,
+        State(adapter.config.state_dir),
+        signer=signer,
+        batch_size=adapter.config.batch_size,
+        retry_seconds=gw.retry_seconds,
+        progress=progress,
+    )

@@ -122,3 +122,22 @@ def _fsync_dir(directory: Path) -> None:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# What `mrx reconcile run` sent through an adapter's state (message id, log index per line):
+# the runner does not send those again (adapters/nightly.py).
+RECONCILED = "reconciled.jsonl"
+
+
+def sent_by_reconciliation(state: State) -> dict[str, int]:
+    """{message id: log index} of everything reconciliation sent (the runner skips these)."""
+    path = state.dir / RECONCILED
+    if not path.exists():
+        return {}
+    out: dict[str, int] = {}
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                entry = json.loads(line)
+                out[entry["message_id"]] = int(entry["log_index"])
+    return out

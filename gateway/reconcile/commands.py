@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.crypto.suites import PrivateKey
 from gateway.pb import reconcile_pb2
+from gateway.reconcile.participant import CLASS_NAMES
 
 if TYPE_CHECKING:
     from gateway.client import ReconcileClient
@@ -21,11 +22,6 @@ if TYPE_CHECKING:
 # monitoring), 2 could not run (the gateway refused or could not be reached, bad input).
 EXIT_CLEAN, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
 
-CLASS_NAMES = {
-    v: n
-    for n, v in reconcile_pb2.DiscrepancyClass.items()
-    if v != reconcile_pb2.DISCREPANCY_CLASS_UNSPECIFIED
-}
 STATE_NAMES = {1: "VALID", 2: "SUSPENDED", 3: "REVOKED", 4: "WITHDRAWN", 5: "EXPIRED"}
 STATUS_NAMES = {1: "running", 2: "complete", 3: "failed", 4: "abandoned"}
 
@@ -254,15 +250,15 @@ def _offer_missing_via_adapter(config: Path, records: list[Any], *, yes: bool) -
     so a record the runner sent, or will read later, is never sent twice."""
     from adapters import load_adapter
     from adapters.base import AdapterError
-    from adapters.cli import _runner
     from adapters.nightly import send_missing
+    from adapters.runner import runner_for
 
     out = sys.stderr
     adapter = load_adapter(config)
     if not _confirmed(records, adapter.participant, yes=yes):
         return True
     try:
-        runner = _runner(adapter, dry_run=False, progress=False)
+        runner = runner_for(adapter, dry_run=False, progress=False)
         try:
             done = send_missing(runner, records)
         finally:

@@ -30,6 +30,13 @@ BUCKETS_PER_CALL = 16_384
 ENTRIES_PER_CALL = 5_000
 HEARTBEAT_EVERY = 30.0  # seconds, while the snapshot is read
 
+# Discrepancy classes by number, as reports and the CLI name them.
+CLASS_NAMES = {
+    v: n
+    for n, v in reconcile_pb2.DiscrepancyClass.items()
+    if v != reconcile_pb2.DISCREPANCY_CLASS_UNSPECIFIED
+}
+
 
 class ProblemLike(Protocol):
     @property

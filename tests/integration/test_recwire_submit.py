@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import func, select
 
 from adapters import load_adapter
-from adapters.nightly import RECONCILED, send_missing
+from adapters.nightly import send_missing
 from adapters.runner import Runner
-from adapters.state import State
+from adapters.state import RECONCILED, State
 from gateway.client import GatewayClient
 from gateway.crypto.suites import PrivateKey
 from gateway.reconcile.digests import message_id
