@@ -126,6 +126,12 @@ def _hostile(rng: random.Random, message):
     return msg.SerializeToString()
 
 
+def _principal(method: str) -> str:
+    if "Audit" in method:
+        return "YRD-SEC"
+    return "CN-ZJ" if method.endswith("/FinishRun") else "CN-SH"
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_no_input_makes_the_gateway_answer_internal(
     gateway_factory, client_for, certs_of, make_env, signers, clock
@@ -140,11 +146,14 @@ def test_no_input_makes_the_gateway_answer_internal(
     OPEN["/mrx.v1.ExchangeService/SubmitBatch"] = exchange_pb2.SubmitBatchRequest(
         envelopes=[make_env(c) for c in certs_of("CN-JS", 2, 3)]
     )
-    sh = ReconcileClient(running.address, sender="CN-SH", signer=signers["CN-SH"], clock=clock)
-    for method in RUN_SCOPED:
-        # A fresh running run per method, so the cases reach the comparison, not only RUN_NOT_FOUND.
-        SIGNED[method].run_id = sh.call("StartRun", reconcile_pb2.StartRunRequest(participant="CN-SH")).run_id
-    sh.close()
+    # Running runs, so the cases reach the comparison, not only RUN_NOT_FOUND. One run per
+    # participant at a time: FinishRun (which may end its run) gets CN-ZJ's own.
+    for code in ("CN-SH", "CN-ZJ"):
+        with ReconcileClient(running.address, sender=code, signer=signers[code], clock=clock) as rc:
+            run_id = rc.call("StartRun", reconcile_pb2.StartRunRequest(participant=code)).run_id
+        for method in RUN_SCOPED:
+            if _principal(method) == code:
+                SIGNED[method].run_id = run_id
     rng = random.Random(20261123)
     methods = [*SIGNED.items(), *OPEN.items()]
     seen: dict[str, int] = {}
@@ -161,9 +170,10 @@ def test_no_input_makes_the_gateway_answer_internal(
             )
             metadata = []
             if method in SIGNED and rng.random() < 0.9:
-                metadata = sign_read(signer=signers["YRD-SEC" if "Audit" in method else "CN-SH"],
-                                     principal="YRD-SEC" if "Audit" in method else "CN-SH",
-                                     method=method, request=body, now=clock.now)  # fmt: skip
+                who = _principal(method)
+                metadata = sign_read(
+                    signer=signers[who], principal=who, method=method, request=body, now=clock.now
+                )
             call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
             try:
                 call(body, metadata=metadata, timeout=10)
