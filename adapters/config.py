@@ -34,6 +34,37 @@ class GatewayConfig:
     # How long one batch keeps being retried while the gateway is unreachable.
     retry_seconds: float = 300.0
 
+    def client_options(self) -> dict[str, Any]:
+        """The SDK client's connection settings (GatewayClient and ReconcileClient alike):
+        the gateway keys pinned from ``federation`` if given, TLS, the timeout."""
+        from gateway.tls.transport import ClientTls
+
+        pinned = None
+        if self.federation is not None:
+            from gateway.registry.federation import load_federation
+
+            federation = load_federation(self.federation)
+            pinned = {k.keyid: k.public_key for k in federation.keys_of(federation.gateway_code)}
+        tls = None
+        if self.tls_ca is not None:
+            tls = ClientTls(
+                ca=self.tls_ca, cert=self.tls_cert, key=self.tls_key, server_name=self.tls_server_name
+            )
+        return {"gateway_keys": pinned, "tls": tls, "timeout": self.timeout}
+
+    def load_signer(self, config_path: Path) -> Any:
+        """The participant's private key (``key`` + ``keyid``); AdapterError naming what is wrong."""
+        from gateway.crypto.suites import PrivateKey
+
+        if self.key is None:
+            raise AdapterError(f"{config_path}: [gateway] key (the participant's private key) is required")
+        if not self.keyid:
+            raise AdapterError(f"{config_path}: [gateway] keyid is required with key")
+        try:
+            return PrivateKey.load(self.key, self.keyid)
+        except (OSError, ValueError) as err:
+            raise AdapterError(f"cannot load the signing key {self.key}: {type(err).__name__}") from None
+
 
 @dataclass(frozen=True)
 class AdapterConfig:

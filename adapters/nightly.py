@@ -257,26 +257,10 @@ def _own_keyids(config: AdapterConfig) -> list[str]:
 
 def _reconcile_client(config: AdapterConfig) -> Any:
     from gateway.client import ReconcileClient
-    from gateway.crypto.suites import PrivateKey
-    from gateway.tls.transport import ClientTls
 
     gw = config.gateway
     if gw.key is None or not gw.keyid:
         raise AdapterError(f"{config.path}: [gateway] key and keyid are needed to reconcile")
-    pinned = None
-    if gw.federation is not None:
-        from gateway.registry.federation import load_federation
-
-        federation = load_federation(gw.federation)
-        pinned = {k.keyid: k.public_key for k in federation.keys_of(federation.gateway_code)}
-    tls = None
-    if gw.tls_ca is not None:
-        tls = ClientTls(ca=gw.tls_ca, cert=gw.tls_cert, key=gw.tls_key, server_name=gw.tls_server_name)
     return ReconcileClient(
-        gw.address,
-        sender=config.participant,
-        signer=PrivateKey.load(gw.key, gw.keyid),
-        gateway_keys=pinned,
-        tls=tls,
-        timeout=gw.timeout,
+        gw.address, sender=config.participant, signer=gw.load_signer(config.path), **gw.client_options()
     )

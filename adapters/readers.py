@@ -10,7 +10,7 @@ import codecs
 import csv
 import io
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 from xml.etree.ElementTree import Element
@@ -255,6 +255,27 @@ def _locked(err: BaseException) -> bool:
     return isinstance(err, sa.exc.OperationalError) and "locked" in str(err.orig).lower()
 
 
+def reflect_table(
+    engine: sa.Engine,
+    name: str,
+    schema: str | None,
+    *,
+    needs: Sequence[str],
+    what: str,
+    error: type[AdapterError] = SourceError,
+) -> sa.Table:
+    """A table of the local database, read from the database itself (readers and sinks);
+    ``error`` names it when it is missing or lacks one of the columns ``needs``."""
+    try:
+        table = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=engine)
+    except sa.exc.NoSuchTableError:
+        raise error(f"table {name!r} does not exist in the local database") from None
+    missing = [c for c in needs if c not in table.c]
+    if missing:
+        raise error(f"table {name!r} lacks the {what}(s) {missing}; its columns: {list(table.c.keys())}")
+    return table
+
+
 class SqlReader:
     """A table in the local system's own database (keyset paging on the cursor column)."""
 
@@ -286,17 +307,9 @@ class SqlReader:
     @property
     def table(self) -> sa.Table:
         if self._table is None:
-            try:
-                self._table = sa.Table(
-                    self.table_name, sa.MetaData(), schema=self.schema, autoload_with=self.engine
-                )
-            except sa.exc.NoSuchTableError:
-                raise SourceError(f"table {self.table_name!r} does not exist in the local database") from None
-            if self.cursor_column not in self._table.c:
-                raise AdapterError(
-                    f"table {self.table_name!r} has no cursor column {self.cursor_column!r}; "
-                    f"columns: {list(self._table.c.keys())}"
-                )
+            self._table = reflect_table(
+                self.engine, self.table_name, self.schema, needs=[self.cursor_column], what="cursor column"
+            )
         return self._table
 
     def rows(self, since: str | None) -> Iterator[SourceRow]:

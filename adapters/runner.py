@@ -373,41 +373,11 @@ def _short(err: BaseException | None) -> str:
 
 def runner_for(adapter: Adapter, *, dry_run: bool, progress: bool) -> Runner:
     """The runner for a loaded adapter: its key, its gateway client, its state directory."""
-    from gateway.client import GatewayClient
-    from gateway.crypto.suites import PrivateKey
-    from gateway.tls.transport import ClientTls
-
     assert adapter.config is not None
     gw = adapter.config.gateway
-    signer = None
-    if gw.key is not None:
-        if not gw.keyid:
-            raise AdapterError(f"{adapter.config.path}: [gateway] keyid is required with key")
-        try:
-            signer = PrivateKey.load(gw.key, gw.keyid)
-        except (OSError, ValueError) as err:
-            raise AdapterError(f"cannot load the signing key {gw.key}: {type(err).__name__}") from None
-    elif not dry_run:
-        raise AdapterError(
-            f"{adapter.config.path}: [gateway] key (the participant's private key) is required"
-        )
-    pinned = None
-    if gw.federation is not None:
-        from gateway.registry.federation import load_federation
-
-        federation = load_federation(gw.federation)
-        pinned = {k.keyid: k.public_key for k in federation.keys_of(federation.gateway_code)}
-    tls = None
-    if gw.tls_ca is not None:
-        tls = ClientTls(ca=gw.tls_ca, cert=gw.tls_cert, key=gw.tls_key, server_name=gw.tls_server_name)
-    client = GatewayClient(
-        gw.address,
-        sender=adapter.participant,
-        signer=signer,
-        gateway_keys=pinned,
-        tls=tls,
-        timeout=gw.timeout,
-    )
+    # A dry run signs nothing, so it may run without the key.
+    signer = None if dry_run and gw.key is None else gw.load_signer(adapter.config.path)
+    client = GatewayClient(gw.address, sender=adapter.participant, signer=signer, **gw.client_options())
     return Runner(
         adapter,
         client,

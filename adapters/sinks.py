@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from adapters.base import AdapterError
 from adapters.mapping import Mapping_
-from adapters.readers import _locked, _retry, _transient, db_message, make_engine
+from adapters.readers import _locked, _retry, _transient, db_message, make_engine, reflect_table
 from gateway.domain.kinds import kind_named, kind_of_record
 from gateway.domain.records import Record
 
@@ -79,18 +79,14 @@ class SqlSink:
     @property
     def table(self) -> sa.Table:
         if self._table is None:
-            try:
-                table = sa.Table(
-                    self.table_name, sa.MetaData(), schema=self.schema, autoload_with=self.engine
-                )
-            except sa.exc.NoSuchTableError:
-                raise SinkError(
-                    f"sink table {self.table_name!r} does not exist in the local database"
-                ) from None
-            missing = [c for c in self.mapping.to_columns() if c not in table.c]
-            if missing:
-                raise SinkError(f"sink table {self.table_name!r} lacks the mapped column(s) {missing}")
-            self._table = table
+            self._table = reflect_table(
+                self.engine,
+                self.table_name,
+                self.schema,
+                needs=self.mapping.to_columns(),
+                what="mapped column",
+                error=SinkError,
+            )
         return self._table
 
     def apply(self, record: Record) -> bool:
