@@ -16,7 +16,6 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from gateway.cli_common import add_client_tls_args as _add_client_tls_args
 from gateway.cli_common import add_read_client_args as _add_audit_client_args
 from gateway.cli_common import client_tls as _client_tls
 from gateway.cli_common import gateway_failure as _gateway_failure
@@ -605,13 +604,7 @@ def _add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _add_reconcile_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from gateway.reconcile.commands import add_parser
 
-    add_parser(
-        sub,
-        client_tls_args=_add_client_tls_args,
-        client_tls=_client_tls,
-        gateway_failure=_gateway_failure,
-        federation_dir=default_federation_dir,
-    )
+    add_parser(sub, federation_dir=default_federation_dir)
 
 
 # --- mrx db ----------------------------------------------------------------------------

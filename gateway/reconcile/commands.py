@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.cli_common import add_client_tls_args, client_tls, gateway_failure
 from gateway.crypto.suites import PrivateKey
 from gateway.pb import reconcile_pb2
 from gateway.reconcile.participant import CLASS_NAMES
@@ -26,9 +27,7 @@ STATE_NAMES = {1: "VALID", 2: "SUSPENDED", 3: "REVOKED", 4: "WITHDRAWN", 5: "EXP
 STATUS_NAMES = {1: "running", 2: "complete", 3: "failed", 4: "abandoned"}
 
 
-def _client(
-    args: argparse.Namespace, principal: str, client_tls: Callable[[argparse.Namespace], Any]
-) -> ReconcileClient:
+def _client(args: argparse.Namespace, principal: str) -> ReconcileClient:
     from gateway.client import ReconcileClient
 
     return ReconcileClient(
@@ -190,8 +189,6 @@ def _progress(enabled: bool) -> tuple[Callable[[str, int], None], Callable[[], N
 def cmd_run(
     args: argparse.Namespace,
     *,
-    client_tls: Callable[[argparse.Namespace], Any],
-    gateway_failure: Callable[[Any, str], int],
     federation_dir: Path,
 ) -> int:
     import grpc
@@ -202,7 +199,7 @@ def cmd_run(
     rows = _snapshot(args)
     update, close = _progress(sys.stderr.isatty() and not args.no_progress)
     try:
-        with _client(args, args.participant, client_tls) as client:
+        with _client(args, args.participant) as client:
             try:
                 result = reconcile(
                     client,
@@ -300,14 +297,12 @@ def _offer_missing(client: ReconcileClient, records: list[Any], *, yes: bool) ->
 def cmd_report(
     args: argparse.Namespace,
     *,
-    client_tls: Callable[[argparse.Namespace], Any],
-    gateway_failure: Callable[[Any, str], int],
     federation_dir: Path,
 ) -> int:
     import grpc
 
     try:
-        with _client(args, args.principal, client_tls) as client:
+        with _client(args, args.principal) as client:
             response = client.call("GetReport", reconcile_pb2.GetReportRequest(run_id=args.run_id))
             from gateway.client import verify_report
 
@@ -331,14 +326,12 @@ def _run_rows(items: Iterator[reconcile_pb2.ListRunsItem]) -> tuple[list[Any], l
 def cmd_list(
     args: argparse.Namespace,
     *,
-    client_tls: Callable[[argparse.Namespace], Any],
-    gateway_failure: Callable[[Any, str], int],
     federation_dir: Path,
 ) -> int:
     import grpc
 
     try:
-        with _client(args, args.principal, client_tls) as client:
+        with _client(args, args.principal) as client:
             runs, behind = _run_rows(client.list_runs(participant=args.participant or "", limit=args.limit))
     except grpc.RpcError as exc:
         return gateway_failure(exc, args.address)
@@ -400,9 +393,6 @@ def cmd_list(
 def add_parser(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     *,
-    client_tls_args: Callable[[argparse.ArgumentParser], None],
-    client_tls: Callable[[argparse.Namespace], Any],
-    gateway_failure: Callable[[Any, str], int],
     federation_dir: Callable[[], Path],
 ) -> None:
     reconcile = sub.add_parser(
@@ -418,12 +408,10 @@ def add_parser(
         parser.add_argument("--key", type=Path, required=True, help="its private key (PEM)")
         parser.add_argument("--keyid", required=True, help="its key id in the federation, e.g. CN-JS/2026-01")
         parser.add_argument("--timeout", type=float, default=60.0, help="per-call timeout in seconds")
-        client_tls_args(parser)
+        add_client_tls_args(parser)
 
     def bind(fn: Callable[..., int]) -> Callable[[argparse.Namespace], int]:
-        return lambda args: fn(
-            args, client_tls=client_tls, gateway_failure=gateway_failure, federation_dir=federation_dir()
-        )
+        return lambda args: fn(args, federation_dir=federation_dir())
 
     run = rsub.add_parser(
         "run", help="reconcile a participant's snapshot now; exit 1 if anything differs (0 clean, 2 error)"
