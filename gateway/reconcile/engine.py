@@ -26,9 +26,11 @@ from gateway.reconcile.digests import (
     aggregate,
     content_sha256,
     digest16,
+    key_hash,
+    leaf,
     submission_record,
 )
-from gateway.store.reconcile import RUNNING, DiscrepancyRow, ReconcileStore, Run, StoredRecord
+from gateway.store.reconcile import RUNNING, Digest, DiscrepancyRow, ReconcileStore, Run, StoredRecord
 
 DEFAULT_LEASE = timedelta(minutes=5)
 _RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -63,6 +65,12 @@ def stored_digest(envelope: bytes) -> tuple[bytes, str]:
     submission = records_pb2.Submission.FromString(env.payload)
     keyid = env.signatures[0].keyid if env.signatures else ""
     return content_sha256(submission_record(submission)), keyid
+
+
+def digest_of(record_key: str, version: int, state: int, envelope: bytes) -> Digest:
+    """The digest row of a stored record version (for ReconcileStore.refresh_digests)."""
+    content, keyid = stored_digest(envelope)
+    return Digest(key_hash(record_key), content, keyid, leaf(record_key, version, state, content))
 
 
 def compare(local: Sequence[Entry], gateway: Sequence[StoredRecord]) -> list[DiscrepancyRow]:
@@ -167,7 +175,7 @@ class Reconciler:
         abandoned = self.abandon_stale(participant)
         # Before the run exists: on a first run this decodes every stored record, and the
         # lease must not lapse meanwhile.
-        self._store.refresh_digests(participant, stored_digest)
+        self._store.refresh_digests(participant, digest_of)
         now = self._clock()
         run_id = str(uuid.uuid4())
         running = self._store.create_run(run_id, participant, keyids, us(now), request_bytes)

@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from gateway.reconcile.digests import key_hash, leaf
 from gateway.store.engine import Engines
 from gateway.store.schema import (
     certificates,
@@ -28,6 +27,15 @@ from gateway.store.schema import (
 
 RUNNING, COMPLETE, FAILED, ABANDONED = 1, 2, 3, 4  # mrx.v1.RunStatus
 _CHUNK = 500
+
+
+class Digest(NamedTuple):
+    """What reconciliation compares of one stored record version."""
+
+    key_hash: int
+    content_sha256: bytes
+    keyid: str
+    leaf: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,11 +103,11 @@ class ReconcileStore:
 
     # -- digests -------------------------------------------------------------------------
 
-    def refresh_digests(
-        self, issuer: str, compute: Callable[[bytes], tuple[bytes, str]], *, chunk: int = 1000
-    ) -> int:
+    def refresh_digests(self, issuer: str, compute: Callable[..., Digest], *, chunk: int = 1000) -> int:
         """Compute the digest row of every current record of ``issuer`` whose accepted
-        version has none yet; ``compute(envelope)`` gives (content digest, key id).
+        version has none yet: ``compute(record_key, version, state, envelope)`` gives it
+        (the digests are reconciliation's rules, gateway/reconcile/digests.py, not the
+        store's).
         Returns how many were computed.
 
         Which records are stale is decided in Python from two plain scans (key and
@@ -130,18 +138,18 @@ class ReconcileStore:
                 envelopes: dict[int, bytes] = {i: e for i, e in conn.execute(wanted)}
             batch: list[dict[str, Any]] = []
             for record_key, log_index, version, state in part:
-                content, keyid = compute(envelopes[log_index])
+                digest = compute(record_key, version, state, envelopes[log_index])
                 batch.append(
                     {
                         "record_key": record_key,
                         "issuer": issuer,
-                        "key_hash": key_hash(record_key),
+                        "key_hash": digest.key_hash,
                         "log_index": log_index,
                         "version": version,
                         "state": state,
-                        "content_sha256": content,
-                        "keyid": keyid[:128],
-                        "leaf": leaf(record_key, version, state, content),
+                        "content_sha256": digest.content_sha256,
+                        "keyid": digest.keyid[:128],
+                        "leaf": digest.leaf,
                     }
                 )
             self._put_digests(batch)
