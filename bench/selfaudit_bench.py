@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The nightly self-audit (gateway/audit/selfaudit.py) over a large log: time, CPU, memory.
+"""The nightly self-audit (gateway/jobs/selfaudit.py) over a large log: time, CPU, memory.
 
     python bench/selfaudit_bench.py --entries 1000000
     python bench/selfaudit_bench.py --entries 1000000 --no-sqlite \\
@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from gateway.audit.checkpoints import sign_checkpoint  # noqa: E402
 from gateway.audit.merkle import CompactRange, leaf_hash  # noqa: E402
-from gateway.audit.selfaudit import run_self_audit  # noqa: E402
 from gateway.crypto.suites import PrivateKey, Suite  # noqa: E402
+from gateway.jobs.selfaudit import run_self_audit  # noqa: E402
 from gateway.store.engine import open_engines  # noqa: E402
 from gateway.store.schema import checkpoints, exchanges, merkle_nodes  # noqa: E402
 

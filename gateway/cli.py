@@ -489,7 +489,7 @@ def _cmd_audit_verify_restore(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit_self_check(args: argparse.Namespace) -> int:
-    from gateway.audit.selfaudit import run_self_audit
+    from gateway.jobs.selfaudit import run_self_audit
     from gateway.store.engine import connect, display_url
     from gateway.store.migrate import read_state
 

@@ -44,9 +44,9 @@ from typing import Any, Protocol
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from gateway.audit.selfaudit import SelfAuditResult, run_self_audit
 from gateway.crypto.suites import PublicKey
 from gateway.jobs.cron import CHINA, ScheduleError, at_time, latest_fire_time, parse_schedule
+from gateway.jobs.selfaudit import SelfAuditResult, run_self_audit
 from gateway.store.engine import Engines
 from gateway.store.errors import is_unavailable
 from gateway.store.job_runs import ERROR, FAILED, OK, Claim, JobRun, JobRunStore

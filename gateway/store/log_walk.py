@@ -1,4 +1,4 @@
-"""Reading the whole audit log in bounded pages, for the self-audit (gateway/audit/selfaudit.py).
+"""Reading the whole audit log in bounded pages, for the self-audit (gateway/jobs/selfaudit.py).
 
 Pages are windows of log indexes (``WHERE log_index >= :lo AND log_index < :hi``), each
 in its own short transaction: a walk over a million entries holds no snapshot open for minutes

@@ -15,7 +15,7 @@ import sys
 import pytest
 from sqlalchemy import delete, select, update
 
-from gateway.audit.selfaudit import SelfAuditResult, run_self_audit
+from gateway.jobs.selfaudit import SelfAuditResult, run_self_audit
 from gateway.pb import envelope_pb2
 from gateway.store.schema import checkpoints, exchanges, merkle_nodes
 
